@@ -1,0 +1,442 @@
+//! [`CompletionPort`]: the public face of a port; every call forwards to `sys`.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::completion::{Completion, GetError, OpId, Packet, StartError};
+use crate::handle::{Associate, Handle};
+use crate::op::Request;
+use crate::sys;
+
+/// Which kernel interface a port runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Choose at run time: io_uring on Linux if it works here, else epoll; IOCP on Windows.
+    Auto,
+    /// Linux io_uring. Forcing it where it is unavailable is an error that says why.
+    IoUring,
+    /// Linux epoll readiness, completing operations through the same queue.
+    Epoll,
+    /// The native Windows I/O completion port.
+    Iocp,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io_uring",
+            Backend::Epoll => "epoll",
+            Backend::Iocp => "iocp",
+        })
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = io::Error;
+
+    fn from_str(s: &str) -> io::Result<Backend> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::IoUring),
+            "epoll" => Ok(Backend::Epoll),
+            "iocp" => Ok(Backend::Iocp),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown backend {s:?} (expected auto, uring, epoll or iocp)"),
+            )),
+        }
+    }
+}
+
+/// Settings for a new port; see [`CompletionPort::builder`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    pub(crate) concurrency: usize,
+    pub(crate) backend: Backend,
+    pub(crate) entries: u32,
+    pub(crate) cq_entries: Option<u32>,
+}
+
+impl Builder {
+    /// How many threads may run on the port at once; 0 (the default) means the
+    /// number of CPUs (`NumberOfConcurrentThreads` of `CreateIoCompletionPort`).
+    pub fn concurrency(mut self, n: usize) -> Builder {
+        self.concurrency = n;
+        self
+    }
+
+    /// Which backend to use; [`Backend::Auto`] by default.
+    pub fn backend(mut self, backend: Backend) -> Builder {
+        self.backend = backend;
+        self
+    }
+
+    /// io_uring submission queue size (rounded up to a power of two; default 1024).
+    /// Operations beyond what the rings hold wait in the port, never refused.
+    pub fn entries(mut self, n: u32) -> Builder {
+        self.entries = n.max(1);
+        self
+    }
+
+    /// io_uring completion queue size (default: twice `entries`). Operations are
+    /// admitted against it, so it never overflows.
+    pub fn cq_entries(mut self, n: u32) -> Builder {
+        self.cq_entries = Some(n.max(2));
+        self
+    }
+
+    /// Creates the port (`CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, n)`).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the chosen backend cannot be set up; a forced backend that is
+    /// unavailable says why.
+    pub fn build(self) -> io::Result<CompletionPort> {
+        let concurrency = match self.concurrency {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let port = sys::Port::new(&self, concurrency)?;
+        Ok(CompletionPort {
+            owner: Arc::new(Owner {
+                port: Arc::new(port),
+            }),
+        })
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            concurrency: 0,
+            backend: Backend::Auto,
+            entries: 1024,
+            cq_entries: None,
+        }
+    }
+}
+
+/// Closes the port when the last `CompletionPort` clone goes away. Handles and
+/// operations in flight hold the inner port, not this, so they cannot keep a
+/// port nobody can dequeue from alive.
+struct Owner {
+    port: Arc<sys::Port>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.port.close();
+    }
+}
+
+/// A snapshot of a port's counters, from [`CompletionPort::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets queued and not yet dequeued.
+    pub queued: usize,
+    /// Threads counted as running on the port (R6).
+    pub running: usize,
+    /// Threads blocked in a dequeue.
+    pub waiting: usize,
+    /// Operations accepted and not yet completed by the kernel.
+    pub in_flight: usize,
+    /// Operations accepted since the port was made.
+    pub started: u64,
+    /// Completions queued since the port was made (posted packets included).
+    pub completed: u64,
+}
+
+/// An I/O completion port: a queue of completion packets shared by a pool of
+/// threads, with a limit on how many of them run at once.
+///
+/// `CompletionPort` is `Send + Sync` and a cheap clone; the port closes when the
+/// last clone is dropped or [`close`](CompletionPort::close) is called.
+///
+/// # Platform behaviour
+///
+/// On Windows every call maps onto the kernel's own port. On Linux the queue,
+/// the LIFO waiters and the concurrency count live in this library, and the
+/// kernel work goes through io_uring (or epoll): a waiting thread becomes the
+/// poller and sleeps in the kernel; the others sleep in the port. Completions of
+/// operations on one handle arrive in the order the kernel finishes them, which
+/// is not promised beyond what the kernel promises (as on Windows).
+#[derive(Clone)]
+pub struct CompletionPort {
+    owner: Arc<Owner>,
+}
+
+impl fmt::Debug for CompletionPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompletionPort")
+            .field("backend", &self.backend())
+            .field("concurrency", &self.concurrency())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl CompletionPort {
+    /// A builder with the defaults: concurrency = CPUs, backend auto.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A port with the given concurrency (0 = CPUs) on the automatic backend.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::build`].
+    pub fn new(concurrency: usize) -> io::Result<CompletionPort> {
+        Builder::default().concurrency(concurrency).build()
+    }
+
+    fn sys(&self) -> &Arc<sys::Port> {
+        &self.owner.port
+    }
+
+    /// The backend this port runs on.
+    pub fn backend(&self) -> Backend {
+        self.sys().backend()
+    }
+
+    /// Why this backend was chosen, e.g. "io_uring available" or
+    /// "io_uring refused (EPERM, seccomp?); using epoll".
+    pub fn backend_reason(&self) -> &str {
+        self.sys().backend_reason()
+    }
+
+    /// The concurrency value in force (after 0 was turned into the CPU count).
+    pub fn concurrency(&self) -> usize {
+        self.sys().concurrency()
+    }
+
+    /// Associates a socket or file with the port under a completion key
+    /// (`CreateIoCompletionPort(handle, port, key, 0)`).
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` if the same open socket or file (for instance a
+    /// `try_clone` of it) is already associated with a port; `BrokenPipe` if the
+    /// port is closed; or the OS error of preparing the descriptor.
+    pub fn associate<T: Associate>(&self, io: T, key: u64) -> io::Result<Handle> {
+        let owned = io.into_sys()?;
+        let inner = self.sys().associate(owned, key)?;
+        Ok(Handle { inner })
+    }
+
+    fn start(&self, handle: &Handle, req: Request, user: u64) -> Result<OpId, StartError> {
+        let req = req.check(handle.kind())?;
+        self.sys().start(&handle.inner, req, user)
+    }
+
+    /// Starts an overlapped accept on a listener (`AcceptEx`); the completion
+    /// carries the new socket and the peer address.
+    ///
+    /// # Errors
+    ///
+    /// The operation is refused (and produces no completion) when the handle is
+    /// not a listener of this port, is closed, or the port is closed.
+    pub fn accept(&self, listener: &Handle, user: u64) -> Result<OpId, StartError> {
+        self.start(listener, Request::Accept, user)
+    }
+
+    /// Starts an overlapped connect of an unconnected socket (`ConnectEx`).
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Self::accept), for a handle that is not a [`HandleKind::Socket`](crate::HandleKind::Socket).
+    pub fn connect(
+        &self,
+        socket: &Handle,
+        addr: SocketAddr,
+        user: u64,
+    ) -> Result<OpId, StartError> {
+        self.start(socket, Request::Connect(addr), user)
+    }
+
+    /// Starts an overlapped receive into the spare capacity of `buf` (`WSARecv`).
+    ///
+    /// The kernel writes straight into the buffer; the completion hands it back
+    /// with its length grown by the bytes received. Zero bytes means the peer
+    /// closed its side.
+    ///
+    /// # Errors
+    ///
+    /// Refused, with the buffer handed back, when `buf` has no spare capacity,
+    /// the handle is not a socket of this port, or it or the port is closed.
+    pub fn recv(&self, socket: &Handle, buf: Vec<u8>, user: u64) -> Result<OpId, StartError> {
+        self.start(socket, Request::Recv(buf), user)
+    }
+
+    /// Starts an overlapped send of all of `buf` (`WSASend`).
+    ///
+    /// The completion reports how many bytes went out, which may be fewer than
+    /// `buf.len()`; send the rest with another operation. Sending never raises
+    /// `SIGPIPE`.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn send(&self, socket: &Handle, buf: Vec<u8>, user: u64) -> Result<OpId, StartError> {
+        self.start(socket, Request::Send(buf), user)
+    }
+
+    /// Starts an overlapped read at `offset` into the spare capacity of `buf`
+    /// (`ReadFile` with `OVERLAPPED.Offset`).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), for a file handle.
+    pub fn read_at(
+        &self,
+        file: &Handle,
+        buf: Vec<u8>,
+        offset: u64,
+        user: u64,
+    ) -> Result<OpId, StartError> {
+        self.start(file, Request::Read(buf, offset), user)
+    }
+
+    /// Starts an overlapped write of all of `buf` at `offset` (`WriteFile`).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_at`](Self::read_at).
+    pub fn write_at(
+        &self,
+        file: &Handle,
+        buf: Vec<u8>,
+        offset: u64,
+        user: u64,
+    ) -> Result<OpId, StartError> {
+        self.start(file, Request::Write(buf, offset), user)
+    }
+
+    /// Dequeues one completion packet (`GetQueuedCompletionStatus`).
+    ///
+    /// `None` waits forever; `Some(Duration::ZERO)` only polls. The calling
+    /// thread stops counting as running on the port while it waits and counts
+    /// again once a packet is returned to it.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::TimedOut`] when the timeout elapsed, [`GetError::Closed`]
+    /// when the port is closed. A failed I/O is not an error here: it is a
+    /// completion whose [`result`](Completion::result) is an error.
+    pub fn get(&self, timeout: Option<Duration>) -> Result<Completion, GetError> {
+        let mut out = Vec::with_capacity(1);
+        self.sys().get_many(&mut out, 1, timeout)?;
+        out.pop().ok_or(GetError::TimedOut)
+    }
+
+    /// Dequeues up to `max` packets into `out` in one call
+    /// (`GetQueuedCompletionStatusEx`); returns how many were added.
+    ///
+    /// It counts as one dequeue for the concurrency limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub fn get_many(
+        &self,
+        out: &mut Vec<Completion>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
+        self.sys().get_many(out, max.max(1), timeout)
+    }
+
+    /// Queues a caller-made packet (`PostQueuedCompletionStatus`); no kernel I/O.
+    ///
+    /// # Errors
+    ///
+    /// `BrokenPipe` when the port is closed.
+    pub fn post(&self, packet: Packet) -> io::Result<()> {
+        self.sys().post(packet)
+    }
+
+    /// Requests cancellation of one operation, or of every operation on the
+    /// handle with `None` (`CancelIoEx`).
+    ///
+    /// Cancellation never removes a completion: each operation still completes
+    /// exactly once, with success (it finished first), an aborted error, or
+    /// another error.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when nothing matched (`ERROR_NOT_FOUND`): the operation already
+    /// completed, or the handle has none in flight.
+    pub fn cancel(&self, handle: &Handle, op: Option<OpId>) -> io::Result<()> {
+        self.sys().cancel(&handle.inner, op)
+    }
+
+    /// Submits operations that this thread started while processing a
+    /// completion and that are still batched (see the crate docs on batching).
+    ///
+    /// # Errors
+    ///
+    /// The OS error of the submission system call.
+    pub fn submit(&self) -> io::Result<()> {
+        self.sys().submit()
+    }
+
+    /// Announces that the calling thread is about to block on something other
+    /// than the port, freeing its concurrency slot until the guard is dropped
+    /// (what Windows does when a running thread enters a wait).
+    pub fn blocking(&self) -> Blocking<'_> {
+        let released = self.sys().enter_blocking();
+        Blocking {
+            port: self,
+            released,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// A snapshot of the port's counters.
+    pub fn stats(&self) -> Stats {
+        self.sys().stats()
+    }
+
+    /// Closes the port now: every waiter wakes with [`GetError::Closed`],
+    /// operations in flight are cancelled, and their buffers are freed once the
+    /// kernel has let go of them. Queued packets are discarded.
+    pub fn close(&self) {
+        self.sys().close();
+    }
+
+    /// True once the port is closed.
+    pub fn is_closed(&self) -> bool {
+        self.sys().is_closed()
+    }
+}
+
+/// Returned by [`CompletionPort::blocking`]; gives the slot back when dropped.
+///
+/// When the thread resumes it counts as running again even if that exceeds the
+/// concurrency limit for a moment, as on Windows.
+pub struct Blocking<'a> {
+    port: &'a CompletionPort,
+    released: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for Blocking<'_> {
+    fn drop(&mut self) {
+        if self.released {
+            self.port.sys().leave_blocking();
+        }
+    }
+}
+
+impl fmt::Debug for Blocking<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Blocking")
+            .field("released", &self.released)
+            .finish()
+    }
+}

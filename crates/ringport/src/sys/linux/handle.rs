@@ -1,0 +1,290 @@
+//! Associated descriptors: deferred close (R11) and one port per open file (R2).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Mutex, OnceLock, Weak};
+
+use super::port::Port;
+use super::waiters::lock;
+use crate::handle::HandleKind;
+
+/// A descriptor taken from a std or socket2 type, with what it is.
+#[derive(Debug)]
+pub(crate) struct Owned {
+    fd: OwnedFd,
+    kind: HandleKind,
+}
+
+/// Types whose descriptor can be associated.
+pub(crate) trait IntoOwned {
+    fn into_owned(self) -> io::Result<Owned>;
+}
+
+impl IntoOwned for std::net::TcpListener {
+    fn into_owned(self) -> io::Result<Owned> {
+        Ok(Owned::new(self.into(), HandleKind::Listener))
+    }
+}
+
+impl IntoOwned for std::net::TcpStream {
+    fn into_owned(self) -> io::Result<Owned> {
+        Ok(Owned::new(self.into(), HandleKind::Stream))
+    }
+}
+
+impl IntoOwned for std::fs::File {
+    fn into_owned(self) -> io::Result<Owned> {
+        Ok(Owned::new(self.into(), HandleKind::File))
+    }
+}
+
+impl IntoOwned for socket2::Socket {
+    fn into_owned(self) -> io::Result<Owned> {
+        let kind = if self.listen_backlog_set()? {
+            HandleKind::Listener
+        } else if self.peer_addr().is_ok() {
+            HandleKind::Stream
+        } else {
+            HandleKind::Socket
+        };
+        Ok(Owned::new(self.into(), kind))
+    }
+}
+
+/// `socket2` has no direct "is listening" query; `SO_ACCEPTCONN` answers it.
+trait ListenQuery {
+    fn listen_backlog_set(&self) -> io::Result<bool>;
+}
+
+impl ListenQuery for socket2::Socket {
+    fn listen_backlog_set(&self) -> io::Result<bool> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for writes of the sizes given, and the
+        // descriptor is owned by `self` for the duration of the call.
+        let r = unsafe {
+            libc::getsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v != 0)
+    }
+}
+
+impl Owned {
+    fn new(fd: OwnedFd, kind: HandleKind) -> Owned {
+        Owned { fd, kind }
+    }
+
+    /// Takes the descriptor out of a std or socket2 value.
+    pub(crate) fn from_io<T: IntoOwned>(io: T) -> io::Result<Owned> {
+        io.into_owned()
+    }
+}
+
+/// The identity of an open file description: (device, inode).
+type FileId = (u64, u64);
+
+/// Every associated descriptor in the process, by open file identity.
+fn registry() -> &'static Mutex<HashMap<FileId, Vec<RawFd>>> {
+    static REG: OnceLock<Mutex<HashMap<FileId, Vec<RawFd>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+fn file_id(fd: BorrowedFd<'_>) -> io::Result<FileId> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a live descriptor and `st` is valid for writes.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// True when both descriptors refer to one open file description.
+fn same_description(a: RawFd, b: RawFd) -> bool {
+    if a == b {
+        return true;
+    }
+    // SAFETY: kcmp only compares kernel objects of this process; no memory is passed.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: as above; KCMP_FILE (0) with two descriptor numbers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, 0, a, b) };
+    // Without kcmp (seccomp, old kernel), sockets are still told apart by inode;
+    // two opens of one regular file cannot be, so they are taken as distinct.
+    r == 0
+}
+
+/// Records the descriptor, refusing one whose open file is already associated.
+fn register(fd: BorrowedFd<'_>) -> io::Result<FileId> {
+    let id = file_id(fd)?;
+    let raw = fd.as_raw_fd();
+    let mut reg = lock(registry());
+    let fds = reg.entry(id).or_default();
+    if fds.iter().any(|&other| same_description(other, raw)) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "this socket or file is already associated with a completion port",
+        ));
+    }
+    fds.push(raw);
+    Ok(id)
+}
+
+fn unregister(id: FileId, raw: RawFd) {
+    let mut reg = lock(registry());
+    if let Some(fds) = reg.get_mut(&id) {
+        fds.retain(|&f| f != raw);
+        if fds.is_empty() {
+            reg.remove(&id);
+        }
+    }
+}
+
+/// The descriptor and what is in flight on it.
+#[derive(Debug)]
+struct HandleState {
+    fd: Option<OwnedFd>,
+    closing: bool,
+    /// Tokens of the operations in flight.
+    inflight: Vec<u64>,
+}
+
+/// An associated descriptor.
+#[derive(Debug)]
+pub(crate) struct Handle {
+    key: u64,
+    kind: HandleKind,
+    raw: RawFd,
+    file_id: FileId,
+    port: Weak<Port>,
+    state: Mutex<HandleState>,
+}
+
+impl Handle {
+    /// Registers `owned` (R2) as a handle of `port`.
+    pub(crate) fn new(owned: Owned, key: u64, port: Weak<Port>) -> io::Result<Handle> {
+        let file_id = register(owned.fd.as_fd())?;
+        Ok(Handle {
+            key,
+            kind: owned.kind,
+            raw: owned.fd.as_raw_fd(),
+            file_id,
+            port,
+            state: Mutex::new(HandleState {
+                fd: Some(owned.fd),
+                closing: false,
+                inflight: Vec::new(),
+            }),
+        })
+    }
+
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    pub(crate) fn kind(&self) -> HandleKind {
+        self.kind
+    }
+
+    pub(crate) fn belongs_to(&self, port: &Port) -> bool {
+        std::ptr::eq(self.port.as_ptr(), port)
+    }
+
+    /// Records an operation about to start; returns the descriptor number, or
+    /// an error if the handle is closed. The number stays valid until
+    /// [`op_done`](Self::op_done) for this token.
+    pub(crate) fn op_begin(&self, token: u64) -> io::Result<RawFd> {
+        let mut st = lock(&self.state);
+        if st.closing || st.fd.is_none() {
+            return Err(closed_error());
+        }
+        st.inflight.push(token);
+        Ok(self.raw)
+    }
+
+    /// The kernel is done with operation `token`; closes the descriptor if the
+    /// handle was closed and this was the last one.
+    pub(crate) fn op_done(&self, token: u64) {
+        let fd = {
+            let mut st = lock(&self.state);
+            if let Some(i) = st.inflight.iter().position(|&t| t == token) {
+                st.inflight.swap_remove(i);
+            }
+            if st.closing && st.inflight.is_empty() {
+                st.fd.take()
+            } else {
+                None
+            }
+        };
+        self.release_fd(fd);
+    }
+
+    /// Tokens in flight on this handle.
+    pub(crate) fn inflight(&self) -> Vec<u64> {
+        lock(&self.state).inflight.clone()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.state).closing
+    }
+
+    pub(crate) fn close(&self) {
+        let (fd, tokens) = {
+            let mut st = lock(&self.state);
+            if st.closing {
+                return;
+            }
+            st.closing = true;
+            if st.inflight.is_empty() {
+                (st.fd.take(), Vec::new())
+            } else {
+                (None, st.inflight.clone())
+            }
+        };
+        self.release_fd(fd);
+        if !tokens.is_empty() {
+            if let Some(port) = self.port.upgrade() {
+                port.cancel_tokens(&tokens);
+            }
+        }
+    }
+
+    fn release_fd(&self, fd: Option<OwnedFd>) {
+        if let Some(fd) = fd {
+            // Unregister first: once closed, the number may be reused at once.
+            unregister(self.file_id, self.raw);
+            drop(fd);
+        }
+    }
+
+    pub(crate) fn with_socket<R>(
+        &self,
+        f: impl FnOnce(socket2::SockRef<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let st = lock(&self.state);
+        match &st.fd {
+            Some(fd) if !st.closing => f(socket2::SockRef::from(fd)),
+            _ => Err(closed_error()),
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let fd = lock(&self.state).fd.take();
+        self.release_fd(fd);
+    }
+}
+
+pub(crate) fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "handle is closed")
+}

@@ -1,0 +1,109 @@
+//! One operation in flight: what it owns while the kernel works, and how it
+//! turns into a [`Completion`] when the kernel hands it back.
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use socket2::{SockAddr, SockAddrStorage};
+
+use super::handle::Handle as SysHandle;
+use crate::completion::{Completion, OpId};
+use crate::handle::Handle;
+use crate::op::Request;
+
+/// An operation owned by the port from its start to its completion. It lives in
+/// a `Box` in the port's slab, so the addresses the kernel was given (buffer,
+/// socket address) stay put until the completion is reaped.
+#[derive(Debug)]
+pub(crate) struct Op {
+    pub(crate) req: Request,
+    pub(crate) user: u64,
+    pub(crate) handle: Arc<SysHandle>,
+    pub(crate) gen: u32,
+    /// The descriptor number, valid while the op is in flight (the handle
+    /// defers its close).
+    pub(crate) fd: i32,
+    /// Connect: the target. Accept: filled in by the kernel.
+    pub(crate) addr: SockAddrStorage,
+    pub(crate) addr_len: libc::socklen_t,
+}
+
+impl Op {
+    pub(crate) fn new(req: Request, user: u64, handle: Arc<SysHandle>, fd: i32) -> Box<Op> {
+        let mut addr = SockAddrStorage::zeroed();
+        let mut addr_len = addr.size_of();
+        if let Request::Connect(target) = &req {
+            let sa = SockAddr::from(*target);
+            addr_len = sa.len();
+            addr = sa.as_storage();
+        }
+        Box::new(Op {
+            req,
+            user,
+            handle,
+            gen: 0,
+            fd,
+            addr,
+            addr_len,
+        })
+    }
+
+    /// Turns the kernel's result (a byte count, a new descriptor, or `-errno`)
+    /// into the completion, handing back everything the operation owned.
+    pub(crate) fn finish(self, token: u64, res: i32) -> Completion {
+        let Op {
+            mut req,
+            user,
+            handle,
+            addr,
+            addr_len,
+            ..
+        } = self;
+        handle.op_done(token);
+        let kind = req.kind();
+        let mut accepted = None;
+        let result = if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else {
+            match &mut req {
+                Request::Recv(buf) | Request::Read(buf, _) => {
+                    let n = res as usize;
+                    debug_assert!(n <= buf.capacity() - buf.len());
+                    // SAFETY: the kernel wrote `n` bytes into the spare capacity
+                    // that started at `buf.len()`, and `n` is at most its size.
+                    unsafe { buf.set_len(buf.len() + n) };
+                    Ok(n)
+                }
+                Request::Accept => {
+                    // SAFETY: a non-negative accept result is a new descriptor
+                    // that nothing else owns.
+                    let fd = unsafe { OwnedFd::from_raw_fd(res) };
+                    let stream = TcpStream::from(fd);
+                    // SAFETY: the kernel filled `addr` and set `addr_len` for
+                    // this socket's family.
+                    let peer = unsafe { SockAddr::new(addr, addr_len) }.as_socket();
+                    match peer.map_or_else(|| stream.peer_addr(), Ok) {
+                        Ok(peer) => {
+                            accepted = Some((stream, peer));
+                            Ok(0)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Ok(res as usize),
+            }
+        };
+        Completion {
+            kind,
+            key: handle.key(),
+            user,
+            id: Some(OpId(token)),
+            result,
+            buf: req.into_buf(),
+            handle: Some(Handle { inner: handle }),
+            accepted,
+        }
+    }
+}

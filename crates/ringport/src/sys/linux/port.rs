@@ -1,0 +1,466 @@
+//! The Linux port: the user-space core (`waiters`) joined to a kernel driver.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use super::driver::{Driver, Wait};
+use super::handle::{Handle, Owned};
+use super::op::Op;
+use super::thread;
+use super::uring::Uring;
+use super::waiters::{lock, Arrival, Core, Status, Waiter};
+use crate::completion::{Completion, GetError, OpId, Packet, StartError};
+use crate::op::Request;
+use crate::port::{Backend, Builder, Stats};
+
+/// How long closing the port waits for the kernel to give back cancelled
+/// operations before it leaks their memory rather than free it under the kernel.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Generations are 31 bits so that a token never has its top bit set, which
+/// the driver keeps for its own entries.
+const GEN_MASK: u32 = 0x7fff_ffff;
+
+/// Operations in flight, owned by the port while the kernel works on them.
+#[derive(Debug)]
+struct Ops {
+    slab: Slab<Box<Op>>,
+    next_gen: u32,
+    closed: bool,
+}
+
+/// `user_data` of an operation: its slab index and a generation, so a stale
+/// token (a late cancel) never names a later operation in the same slot.
+/// Undone by [`Ops::take`].
+fn token(index: usize, gen: u32) -> u64 {
+    (u64::from(gen) << 32) | index as u64
+}
+
+impl Ops {
+    /// Hands the operation over to the kernel's side: boxes it into the slab
+    /// and returns its token. Undone by [`Ops::take`].
+    fn insert(&mut self, mut op: Box<Op>) -> (u64, &mut Op) {
+        self.next_gen = (self.next_gen + 1) & GEN_MASK;
+        op.gen = self.next_gen;
+        let entry = self.slab.vacant_entry();
+        let t = token(entry.key(), op.gen);
+        (t, entry.insert(op))
+    }
+
+    /// Takes the operation named by `token` back from the kernel's side; the
+    /// reverse of [`Ops::insert`]. `None` for a token that names no live operation.
+    fn take(&mut self, token: u64) -> Option<Box<Op>> {
+        let index = (token & 0xffff_ffff) as usize;
+        let gen = (token >> 32) as u32;
+        match self.slab.get(index) {
+            Some(op) if op.gen == gen => Some(self.slab.remove(index)),
+            _ => None,
+        }
+    }
+
+    fn tokens(&self) -> Vec<u64> {
+        self.slab.iter().map(|(i, op)| token(i, op.gen)).collect()
+    }
+}
+
+/// A completion port on Linux.
+#[derive(Debug)]
+pub(crate) struct Port {
+    concurrency: usize,
+    backend: Backend,
+    reason: String,
+    driver: Driver,
+    core: Core,
+    ops: Mutex<Ops>,
+    started: AtomicU64,
+}
+
+impl Port {
+    pub(crate) fn new(b: &Builder, concurrency: usize) -> io::Result<Port> {
+        let cq = b.cq_entries.unwrap_or(b.entries.saturating_mul(2));
+        let (driver, backend, reason) = match b.backend {
+            Backend::Auto | Backend::IoUring => match Uring::new(b.entries, cq) {
+                Ok(u) => {
+                    let why = format!("io_uring available ({})", u.describe());
+                    (Driver::Uring(u), Backend::IoUring, why)
+                }
+                Err(e) => return Err(uring_unavailable(e)),
+            },
+            Backend::Epoll => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the epoll backend is not built yet; use Backend::IoUring or Auto",
+                ))
+            }
+            Backend::Iocp => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the IOCP backend exists only on Windows",
+                ))
+            }
+        };
+        if b.backend == Backend::Auto {
+            log::info!("ringport: using {backend}: {reason}");
+        }
+        Ok(Port {
+            concurrency,
+            backend,
+            reason,
+            driver,
+            core: Core::new(concurrency),
+            ops: Mutex::new(Ops {
+                slab: Slab::new(),
+                next_gen: 0,
+                closed: false,
+            }),
+            started: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn backend_reason(&self) -> &str {
+        &self.reason
+    }
+
+    pub(crate) fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.core.is_closed()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = self.core.counts();
+        Stats {
+            queued: c.queued,
+            running: c.running,
+            waiting: c.waiting,
+            in_flight: self.core.inflight(),
+            started: self.started.load(Ordering::Relaxed),
+            completed: c.completed,
+        }
+    }
+
+    pub(crate) fn associate(self: &Arc<Self>, owned: Owned, key: u64) -> io::Result<Arc<Handle>> {
+        if self.is_closed() {
+            return Err(port_closed());
+        }
+        Ok(Arc::new(Handle::new(owned, key, Arc::downgrade(self))?))
+    }
+
+    pub(crate) fn start(
+        &self,
+        handle: &Arc<Handle>,
+        req: Request,
+        user: u64,
+    ) -> Result<OpId, StartError> {
+        if !handle.belongs_to(self) {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "handle is associated with another port",
+            );
+            return Err(req.refuse(e));
+        }
+        let mut ops = lock(&self.ops);
+        if ops.closed {
+            return Err(req.refuse(port_closed()));
+        }
+        // Reserve the token first so the handle can record it.
+        let next = token(ops.slab.vacant_key(), (ops.next_gen + 1) & GEN_MASK);
+        let fd = match handle.op_begin(next) {
+            Ok(fd) => fd,
+            Err(e) => return Err(req.refuse(e)),
+        };
+        let (t, op) = ops.insert(Op::new(req, user, handle.clone(), fd));
+        debug_assert_eq!(t, next);
+        self.core.op_started();
+        // A thread between dequeues batches its submissions until its next
+        // dequeue, unless a poller sleeps in the kernel and would not see them.
+        let now = !thread::is_running_on(self) || self.core.has_poller();
+        // SAFETY: `op` is boxed in `self.ops` and stays there, unmoved, until
+        // `reap_into_queue` takes it back for this token (or `close` leaks it).
+        match unsafe { self.driver.start(op, t, now) } {
+            Ok(()) => {
+                self.started.fetch_add(1, Ordering::Relaxed);
+                Ok(OpId(t))
+            }
+            Err(e) => {
+                let op = ops.take(t).expect("operation just inserted");
+                drop(ops);
+                self.core.ops_done(1);
+                op.handle.op_done(t);
+                Err(op.req.refuse(e))
+            }
+        }
+    }
+
+    pub(crate) fn post(&self, packet: Packet) -> io::Result<()> {
+        if self.core.is_closed() {
+            return Err(port_closed());
+        }
+        if self.core.push([Completion::posted(packet)], None) {
+            self.driver.wake();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cancel(&self, handle: &Handle, op: Option<OpId>) -> io::Result<()> {
+        if !handle.belongs_to(self) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "handle is associated with another port",
+            ));
+        }
+        let mut tokens = handle.inflight();
+        if let Some(OpId(t)) = op {
+            tokens.retain(|&x| x == t);
+        }
+        if tokens.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such operation in flight",
+            ));
+        }
+        self.cancel_tokens(&tokens);
+        Ok(())
+    }
+
+    /// Asks the driver to cancel each token; operations that never reached the
+    /// kernel complete here, as cancelled.
+    pub(crate) fn cancel_tokens(&self, tokens: &[u64]) {
+        let mut never_sent = Vec::new();
+        for &t in tokens {
+            match self.driver.cancel(t, false) {
+                Ok(true) => never_sent.push((t, -libc::ECANCELED)),
+                Ok(false) => {}
+                Err(e) => log::warn!("ringport: cancel failed: {e}"),
+            }
+        }
+        if let Err(e) = self.driver.submit() {
+            log::warn!("ringport: submitting cancellations failed: {e}");
+        }
+        self.complete(never_sent, None);
+    }
+
+    pub(crate) fn submit(&self) -> io::Result<()> {
+        self.driver.submit()
+    }
+
+    /// Reaps what the kernel finished and queues it.
+    fn reap(&self, wait: Wait<'_>, me: Option<&Arc<Waiter>>) -> io::Result<()> {
+        let mut raw = Vec::new();
+        let r = self.driver.reap(wait, &mut raw);
+        self.complete(raw, me);
+        r
+    }
+
+    /// Turns `(token, result)` pairs into completions and queues them.
+    fn complete(&self, raw: Vec<(u64, i32)>, me: Option<&Arc<Waiter>>) {
+        if raw.is_empty() {
+            return;
+        }
+        let taken: Vec<(Box<Op>, u64, i32)> = {
+            let mut ops = lock(&self.ops);
+            raw.into_iter()
+                .filter_map(|(t, res)| ops.take(t).map(|op| (op, t, res)))
+                .collect()
+        };
+        if taken.is_empty() {
+            return;
+        }
+        self.core.ops_done(taken.len());
+        let done: Vec<Completion> = taken
+            .into_iter()
+            .map(|(op, t, res)| op.finish(t, res))
+            .collect();
+        if self.core.push(done, me) {
+            self.driver.wake();
+        }
+    }
+
+    /// Gives back the calling thread's concurrency slot.
+    pub(crate) fn release_slot(&self, me: Option<&Arc<Waiter>>) {
+        if self.core.release(me) {
+            self.driver.wake();
+        }
+    }
+
+    pub(crate) fn enter_blocking(self: &Arc<Self>) -> bool {
+        if !thread::is_running_on(self) {
+            return false;
+        }
+        thread::take_running();
+        self.release_slot(None);
+        if let Err(e) = self.submit() {
+            log::warn!("ringport: submit before blocking failed: {e}");
+        }
+        true
+    }
+
+    pub(crate) fn leave_blocking(self: &Arc<Self>) {
+        self.core.reacquire();
+        thread::set_running(self);
+    }
+
+    /// `GetQueuedCompletionStatusEx`.
+    pub(crate) fn get_many(
+        self: &Arc<Self>,
+        out: &mut Vec<Completion>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let me = thread::waiter();
+        if let Some(prev) = thread::take_running() {
+            prev.release_slot(Some(&me));
+            if !Arc::ptr_eq(&prev, self) {
+                let _ = prev.submit();
+            }
+        }
+        self.submit().map_err(GetError::Os)?;
+        self.reap(Wait::No, None).map_err(GetError::Os)?;
+        let poll_only = timeout == Some(Duration::ZERO);
+        match self.core.arrive(&me, out, max, poll_only) {
+            Arrival::Took(n) => {
+                thread::set_running(self);
+                Ok(n)
+            }
+            Arrival::Empty => Err(GetError::TimedOut),
+            Arrival::Closed => Err(GetError::Closed),
+            Arrival::Queued => self.wait(&me, out, deadline),
+        }
+    }
+
+    /// Waits on the stack, or in the kernel as the poller, until served.
+    fn wait(
+        self: &Arc<Self>,
+        me: &Arc<Waiter>,
+        out: &mut Vec<Completion>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, GetError> {
+        loop {
+            let status = {
+                let mut slot = me.slot();
+                match slot.status {
+                    Status::Served => {
+                        let n = slot.got.len();
+                        out.append(&mut slot.got);
+                        slot.status = Status::Idle;
+                        drop(slot);
+                        thread::set_running(self);
+                        return Ok(n);
+                    }
+                    Status::Closed => {
+                        slot.status = Status::Idle;
+                        return Err(GetError::Closed);
+                    }
+                    s => s,
+                }
+            };
+            let remaining = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(r) if !r.is_zero() => Some(r),
+                    _ => match self.give_up(me) {
+                        Status::Served | Status::Closed => continue,
+                        _ => return Err(GetError::TimedOut),
+                    },
+                },
+            };
+            if status == Status::Polling {
+                let still = || me.status() == Status::Polling;
+                if let Err(e) = self.reap(Wait::For(remaining, &still), Some(me)) {
+                    if self.give_up(me) == Status::Idle {
+                        return Err(GetError::Os(e));
+                    }
+                }
+            } else {
+                match remaining {
+                    None => std::thread::park(),
+                    Some(r) => std::thread::park_timeout(r),
+                }
+            }
+        }
+    }
+
+    fn give_up(&self, me: &Arc<Waiter>) -> Status {
+        let (status, wake) = self.core.leave(me);
+        if wake {
+            self.driver.wake();
+        }
+        status
+    }
+
+    /// Closes the port (R12): wakes every waiter, cancels every operation and
+    /// waits for the kernel to give each one back before its memory is freed.
+    pub(crate) fn close(&self) {
+        let tokens = {
+            let mut ops = lock(&self.ops);
+            if ops.closed {
+                return;
+            }
+            ops.closed = true;
+            ops.tokens()
+        };
+        let (discarded, wake) = self.core.close();
+        if wake {
+            self.driver.wake();
+        }
+        drop(discarded);
+        self.cancel_tokens(&tokens);
+        let limit = Instant::now() + DRAIN_LIMIT;
+        while self.core.inflight() > 0 && Instant::now() < limit {
+            let slice = Some(Duration::from_millis(20));
+            if let Err(e) = self.reap(Wait::For(slice, &|| true), None) {
+                log::warn!("ringport: draining the port failed: {e}");
+                break;
+            }
+        }
+        let left = self.core.inflight();
+        if left > 0 {
+            // The kernel still holds these buffers: leaking them is the only
+            // safe choice once we stop waiting.
+            let mut ops = lock(&self.ops);
+            for op in ops.slab.drain() {
+                std::mem::forget(op);
+            }
+            log::error!("ringport: {left} operations did not finish after cancellation; their memory is leaked");
+        }
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn port_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "completion port is closed")
+}
+
+/// The error for a forced io_uring that cannot be set up, saying how to fix it.
+fn uring_unavailable(e: io::Error) -> io::Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::EPERM) => {
+            "refused (EPERM): a seccomp profile (Docker's default) or sysctl kernel.io_uring_disabled=2 blocks it; allow io_uring_setup or use --backend epoll"
+        }
+        Some(libc::ENOSYS) => "not in this kernel (ENOSYS); use Linux 5.19+ or --backend epoll",
+        Some(libc::ENOMEM) => "ring memory refused (ENOMEM); raise RLIMIT_MEMLOCK or use fewer entries",
+        _ => "",
+    };
+    let msg = if hint.is_empty() {
+        format!("io_uring unavailable: {e}")
+    } else {
+        format!("io_uring {hint}")
+    };
+    io::Error::new(e.kind(), msg)
+}

@@ -1,0 +1,378 @@
+//! The io_uring driver: one ring per port, shared by every thread.
+//!
+//! - Submissions are batched: entries wait in the submission queue until some
+//!   thread enters the kernel (a dequeue, a waiting poller, or `submit`).
+//! - The completion queue never overflows: every entry that will produce a
+//!   completion takes a credit, one credit stays reserved for the wake-up entry,
+//!   and entries beyond the credits wait in a backlog, refilled as completions
+//!   are reaped.
+//! - Only the holder of the completion lock reaps. The poller holds it while it
+//!   sleeps in the kernel, so a wake-up meant for it cannot be reaped by another
+//!   thread (others only `try_lock`).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+
+use super::op::Op;
+use super::waiters::lock;
+use crate::op::Request;
+
+/// `user_data` of the entry that wakes the poller.
+pub(crate) const WAKE: u64 = u64::MAX;
+/// `user_data` of cancellation entries (their own results are not needed).
+pub(crate) const CANCEL: u64 = u64::MAX - 1;
+
+#[derive(Debug)]
+struct Sq {
+    backlog: VecDeque<squeue::Entry>,
+    /// Entries pushed to the ring whose completion is not reaped yet.
+    in_kernel: usize,
+}
+
+/// How long a reap may wait.
+pub(crate) enum Wait<'a> {
+    /// Take what is there; skip if another thread is reaping.
+    No,
+    /// Sleep in the kernel until a completion, the timeout, or a wake-up, if
+    /// the closure still says so once the completion lock is held.
+    For(Option<Duration>, &'a dyn Fn() -> bool),
+}
+
+pub(crate) struct Uring {
+    ring: IoUring,
+    sq: Mutex<Sq>,
+    cq: Mutex<()>,
+    credits: usize,
+    wake_pending: AtomicBool,
+    flags: &'static str,
+}
+
+impl std::fmt::Debug for Uring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uring")
+            .field("sq_entries", &self.ring.params().sq_entries())
+            .field("cq_entries", &self.ring.params().cq_entries())
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+const NEEDED: [(u8, &str); 8] = [
+    (opcode::Nop::CODE, "NOP"),
+    (opcode::Accept::CODE, "ACCEPT"),
+    (opcode::Connect::CODE, "CONNECT"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::Write::CODE, "WRITE"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+];
+
+fn unsupported(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, what)
+}
+
+impl Uring {
+    /// Sets up a ring with `entries` submission and `cq_entries` completion
+    /// slots, and checks that the kernel has everything the port needs.
+    pub(crate) fn new(entries: u32, cq_entries: u32) -> io::Result<Uring> {
+        // COOP_TASKRUN (5.19) saves an interrupt per completion; degrade without it.
+        let (ring, flags) = match IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .setup_cqsize(cq_entries)
+            .build(entries)
+        {
+            Ok(r) => (r, "COOP_TASKRUN|TASKRUN_FLAG"),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                IoUring::builder().setup_cqsize(cq_entries).build(entries)?,
+                "plain",
+            ),
+            Err(e) => return Err(e),
+        };
+        if !ring.params().is_feature_ext_arg() {
+            return Err(unsupported(
+                "io_uring lacks IORING_FEAT_EXT_ARG (Linux 5.11)".into(),
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        let missing: Vec<&str> = NEEDED
+            .iter()
+            .filter(|(code, _)| !probe.is_supported(*code))
+            .map(|(_, name)| *name)
+            .collect();
+        if !missing.is_empty() {
+            return Err(unsupported(format!(
+                "io_uring lacks opcodes {}",
+                missing.join(", ")
+            )));
+        }
+        let credits = ring.params().cq_entries() as usize;
+        Ok(Uring {
+            ring,
+            sq: Mutex::new(Sq {
+                backlog: VecDeque::new(),
+                in_kernel: 0,
+            }),
+            cq: Mutex::new(()),
+            credits,
+            wake_pending: AtomicBool::new(false),
+            flags,
+        })
+    }
+
+    /// The setup flags in use, for the backend reason.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} sq, {} cq, {}",
+            self.ring.params().sq_entries(),
+            self.ring.params().cq_entries(),
+            self.flags
+        )
+    }
+
+    /// Builds the entry for `op`. The entry points into `op`, which the port
+    /// keeps boxed in its slab until the completion for `token` is reaped.
+    pub(crate) fn prepare(op: &mut Op, token: u64) -> squeue::Entry {
+        let fd = types::Fd(op.fd);
+        let entry = match &mut op.req {
+            Request::Accept => opcode::Accept::new(
+                fd,
+                (&mut op.addr as *mut socket2::SockAddrStorage).cast(),
+                &mut op.addr_len,
+            )
+            .flags(libc::SOCK_CLOEXEC)
+            .build(),
+            Request::Connect(_) => opcode::Connect::new(
+                fd,
+                (&op.addr as *const socket2::SockAddrStorage).cast(),
+                op.addr_len,
+            )
+            .build(),
+            Request::Recv(buf) => {
+                let (ptr, len) = spare(buf);
+                opcode::Recv::new(fd, ptr, len).build()
+            }
+            Request::Send(buf) => opcode::Send::new(fd, buf.as_ptr(), clamp(buf.len()))
+                .flags(libc::MSG_NOSIGNAL)
+                .build(),
+            Request::Read(buf, off) => {
+                let (ptr, len) = spare(buf);
+                opcode::Read::new(fd, ptr, len).offset(*off).build()
+            }
+            Request::Write(buf, off) => opcode::Write::new(fd, buf.as_ptr(), clamp(buf.len()))
+                .offset(*off)
+                .build(),
+        };
+        entry.user_data(token)
+    }
+
+    /// Queues an entry; enters the kernel at once if `now`.
+    ///
+    /// # Safety
+    ///
+    /// Everything the entry points to must stay valid and unmoved until its
+    /// completion is reaped from this ring.
+    pub(crate) unsafe fn push(&self, entry: squeue::Entry, now: bool) -> io::Result<()> {
+        let mut sq = lock(&self.sq);
+        sq.backlog.push_back(entry);
+        self.refill(&mut sq, now)
+    }
+
+    /// Moves backlog entries into the ring while credits last; submits if `now`.
+    fn refill(&self, sq: &mut Sq, now: bool) -> io::Result<()> {
+        // One credit stays free for the wake-up entry.
+        while sq.in_kernel + 1 < self.credits {
+            let Some(entry) = sq.backlog.pop_front() else {
+                break;
+            };
+            // SAFETY: the submission queue is only touched under `self.sq`.
+            let mut q = unsafe { self.ring.submission_shared() };
+            if q.is_full() {
+                drop(q);
+                self.ring.submitter().submit()?;
+                // SAFETY: as above.
+                q = unsafe { self.ring.submission_shared() };
+            }
+            // SAFETY: the caller of `push` guaranteed the entry's memory; the
+            // queue is not full (it was just submitted).
+            if unsafe { q.push(&entry) }.is_err() {
+                drop(q);
+                sq.backlog.push_front(entry);
+                break;
+            }
+            sq.in_kernel += 1;
+        }
+        if now {
+            self.submit_locked()?;
+        }
+        Ok(())
+    }
+
+    fn submit_locked(&self) -> io::Result<()> {
+        // SAFETY: the submission queue is only touched under `self.sq`.
+        let q = unsafe { self.ring.submission_shared() };
+        let needed = !q.is_empty() || q.taskrun() || q.cq_overflow();
+        drop(q);
+        if needed {
+            match self.ring.submitter().submit() {
+                Ok(_) => {}
+                Err(e) if is_transient(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Enters the kernel if entries are waiting in the queue, or if task work or
+    /// an overflow is pending.
+    pub(crate) fn submit(&self) -> io::Result<()> {
+        let _sq = lock(&self.sq);
+        self.submit_locked()
+    }
+
+    /// Asks the kernel to cancel the operation with this token; its completion
+    /// still comes, with its own result or `-ECANCELED`. Returns true when the
+    /// entry was still in the backlog: it never reached the kernel, and the
+    /// caller completes it as cancelled.
+    pub(crate) fn cancel(&self, token: u64, now: bool) -> io::Result<bool> {
+        let mut sq = lock(&self.sq);
+        if let Some(i) = sq.backlog.iter().position(|e| e.get_user_data() == token) {
+            sq.backlog.remove(i);
+            return Ok(true);
+        }
+        let entry = opcode::AsyncCancel::new(token).build().user_data(CANCEL);
+        sq.backlog.push_back(entry);
+        self.refill(&mut sq, now)?;
+        Ok(false)
+    }
+
+    /// Wakes the poller out of the kernel. At most one wake-up is in flight; its
+    /// reserved credit makes room for it.
+    pub(crate) fn wake(&self) {
+        if self.wake_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut sq = lock(&self.sq);
+        let entry = opcode::Nop::new().build().user_data(WAKE);
+        // SAFETY: the submission queue is only touched under `self.sq`.
+        let mut q = unsafe { self.ring.submission_shared() };
+        if q.is_full() {
+            drop(q);
+            let _ = self.ring.submitter().submit();
+            // SAFETY: as above.
+            q = unsafe { self.ring.submission_shared() };
+        }
+        // SAFETY: a NOP points to no memory.
+        if unsafe { q.push(&entry) }.is_ok() {
+            sq.in_kernel += 1;
+        } else {
+            // The queue is still full: submitting those entries will produce
+            // completions, which wake the poller just as well.
+            self.wake_pending.store(false, Ordering::Release);
+        }
+        drop(q);
+        let _ = self.submit_locked();
+    }
+
+    /// Reaps completions into `out` as `(token, result)`; wake-up and cancel
+    /// entries are consumed here. Returns after at most one sleep.
+    pub(crate) fn reap(&self, wait: Wait<'_>, out: &mut Vec<(u64, i32)>) -> io::Result<()> {
+        let guard = match wait {
+            Wait::No => match self.cq.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+            },
+            Wait::For(..) => lock(&self.cq),
+        };
+        let mut consumed = self.drain(out);
+        let mut result = Ok(());
+        if let Wait::For(timeout, still) = wait {
+            if consumed == 0 && still() {
+                result = self.enter_wait(timeout);
+                consumed += self.drain(out);
+            }
+        }
+        drop(guard);
+        if consumed > 0 {
+            let mut sq = lock(&self.sq);
+            sq.in_kernel -= consumed;
+            if !sq.backlog.is_empty() {
+                self.refill(&mut sq, true)?;
+            }
+        }
+        result
+    }
+
+    /// Empties the completion queue; returns how many entries it consumed.
+    fn drain(&self, out: &mut Vec<(u64, i32)>) -> usize {
+        // SAFETY: the completion queue is only touched under `self.cq`.
+        let q = unsafe { self.ring.completion_shared() };
+        let mut n = 0;
+        for cqe in q {
+            n += 1;
+            self.sort(&cqe, out);
+        }
+        n
+    }
+
+    fn sort(&self, cqe: &cqueue::Entry, out: &mut Vec<(u64, i32)>) {
+        match cqe.user_data() {
+            WAKE => self.wake_pending.store(false, Ordering::Release),
+            CANCEL => {}
+            token => out.push((token, cqe.result())),
+        }
+    }
+
+    /// Submits what is queued and sleeps until one completion or the timeout.
+    fn enter_wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let ts;
+        let mut args = types::SubmitArgs::new();
+        if let Some(t) = timeout {
+            ts = types::Timespec::from(t);
+            args = args.timespec(&ts);
+        }
+        let r = {
+            let _sq = lock(&self.sq);
+            // Submitting under the lock keeps `in_kernel` honest; the wait itself
+            // happens without it so other threads can push meanwhile.
+            self.ring.submitter().submit()
+        };
+        if let Err(e) = r {
+            if !is_transient(&e) {
+                return Err(e);
+            }
+        }
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if is_transient(&e) || e.raw_os_error() == Some(libc::ETIME) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Errors of `io_uring_enter` that mean "try again", not failure.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+    )
+}
+
+fn clamp(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn spare(buf: &mut Vec<u8>) -> (*mut u8, u32) {
+    let len = buf.len();
+    let room = clamp(buf.capacity() - len);
+    // SAFETY: `len` is within the allocation, so the pointer stays in bounds.
+    (unsafe { buf.as_mut_ptr().add(len) }, room)
+}

@@ -1,0 +1,305 @@
+//! The port core without the kernel: FIFO packets, LIFO waiters, the
+//! concurrency count, and who of the waiters sleeps in the kernel (the poller).
+//!
+//! Lock order: `Core::state`, then a `Waiter::slot`. Nothing here calls the
+//! kernel; the caller wakes the poller when a function says so.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
+
+use crate::completion::Completion;
+
+/// Where a waiting thread stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Not in a dequeue.
+    Idle,
+    /// Parked in the port, on the stack.
+    Waiting,
+    /// On the stack, and the one thread that waits in the kernel.
+    Polling,
+    /// Handed packets; they are in `Slot::got`.
+    Served,
+    /// The port closed while it waited.
+    Closed,
+}
+
+/// One thread's place in a dequeue. Reused by the thread across calls.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    thread: Thread,
+    slot: Mutex<Slot>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) status: Status,
+    max: usize,
+    pub(crate) got: Vec<Completion>,
+}
+
+impl Waiter {
+    pub(crate) fn new(thread: Thread) -> Waiter {
+        Waiter {
+            thread,
+            slot: Mutex::new(Slot {
+                status: Status::Idle,
+                max: 1,
+                got: Vec::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn slot(&self) -> MutexGuard<'_, Slot> {
+        lock(&self.slot)
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        self.slot().status
+    }
+}
+
+/// What a dequeue found on arrival.
+pub(crate) enum Arrival {
+    /// Packets were moved to the caller's vector; it now runs on the port.
+    Took(usize),
+    /// Nothing could be taken and the caller only polls.
+    Empty,
+    /// The caller is on the stack with this status (`Waiting` or `Polling`).
+    Queued,
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Completion>,
+    /// Waiting threads, most recent last: served from the top (R5).
+    stack: Vec<Arc<Waiter>>,
+    poller: Option<Arc<Waiter>>,
+    running: usize,
+    closed: bool,
+    completed: u64,
+}
+
+/// Counters read by `stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) queued: usize,
+    pub(crate) running: usize,
+    pub(crate) waiting: usize,
+    pub(crate) completed: u64,
+}
+
+/// The queue and the waiters of one port.
+#[derive(Debug)]
+pub(crate) struct Core {
+    state: Mutex<State>,
+    concurrency: usize,
+    /// Operations accepted and not yet reaped: while non-zero, one waiter must
+    /// sleep in the kernel. Paired with `stacked` (both `SeqCst`): a starter
+    /// raises this then reads `stacked`; a waiter raises `stacked` then reads this.
+    inflight: AtomicUsize,
+    stacked: AtomicUsize,
+    has_poller: AtomicBool,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; carry on.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Core {
+    pub(crate) fn new(concurrency: usize) -> Core {
+        Core {
+            state: Mutex::new(State::default()),
+            concurrency,
+            inflight: AtomicUsize::new(0),
+            stacked: AtomicUsize::new(0),
+            has_poller: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn inflight(&self) -> usize {
+        self.inflight.load(SeqCst)
+    }
+
+    pub(crate) fn has_poller(&self) -> bool {
+        self.has_poller.load(SeqCst)
+    }
+
+    /// An operation was accepted. Returns true when the poller must be woken
+    /// (never: a new poller is woken by unpark, and an existing one needs nothing).
+    pub(crate) fn op_started(&self) {
+        self.inflight.fetch_add(1, SeqCst);
+        if self.stacked.load(SeqCst) > 0 && !self.has_poller.load(SeqCst) {
+            let mut st = lock(&self.state);
+            self.ensure_poller(&mut st, None);
+        }
+    }
+
+    /// `n` operations were reaped from the kernel.
+    pub(crate) fn ops_done(&self, n: usize) {
+        self.inflight.fetch_sub(n, SeqCst);
+    }
+
+    /// A dequeue arrives: take packets if the count allows, else join the stack
+    /// (unless `poll_only`).
+    pub(crate) fn arrive(
+        &self,
+        me: &Arc<Waiter>,
+        out: &mut Vec<Completion>,
+        max: usize,
+        poll_only: bool,
+    ) -> Arrival {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Arrival::Closed;
+        }
+        if st.running < self.concurrency && !st.queue.is_empty() {
+            let n = max.min(st.queue.len());
+            out.extend(st.queue.drain(..n));
+            st.running += 1;
+            return Arrival::Took(n);
+        }
+        if poll_only {
+            return Arrival::Empty;
+        }
+        {
+            let mut slot = me.slot();
+            slot.status = Status::Waiting;
+            slot.max = max;
+            slot.got.clear();
+        }
+        st.stack.push(me.clone());
+        self.stacked.store(st.stack.len(), SeqCst);
+        self.ensure_poller(&mut st, Some(me));
+        Arrival::Queued
+    }
+
+    /// Queues completions and hands them out. Returns true when the poller
+    /// (which is not `me`) was served and must be woken from the kernel.
+    pub(crate) fn push(
+        &self,
+        items: impl IntoIterator<Item = Completion>,
+        me: Option<&Arc<Waiter>>,
+    ) -> bool {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return false; // dropped by the caller's iterator owner
+        }
+        let before = st.queue.len();
+        st.queue.extend(items);
+        st.completed += (st.queue.len() - before) as u64;
+        self.dispatch(&mut st, me)
+    }
+
+    /// The calling thread stops running on the port (it dequeues again, blocks,
+    /// or exits). Returns true when the poller must be woken.
+    pub(crate) fn release(&self, me: Option<&Arc<Waiter>>) -> bool {
+        let mut st = lock(&self.state);
+        st.running = st.running.saturating_sub(1);
+        self.dispatch(&mut st, me)
+    }
+
+    /// The calling thread runs again after blocking, even above the limit.
+    pub(crate) fn reacquire(&self) {
+        lock(&self.state).running += 1;
+    }
+
+    /// Gives up waiting (timeout). Returns the status found: if `Served` or
+    /// `Closed`, the caller takes that outcome instead, and the bool says
+    /// whether the poller must be woken.
+    pub(crate) fn leave(&self, me: &Arc<Waiter>) -> (Status, bool) {
+        let mut st = lock(&self.state);
+        let status = me.status();
+        if matches!(status, Status::Served | Status::Closed | Status::Idle) {
+            return (status, false);
+        }
+        st.stack.retain(|w| !Arc::ptr_eq(w, me));
+        self.stacked.store(st.stack.len(), SeqCst);
+        me.slot().status = Status::Idle;
+        if st.poller.as_ref().is_some_and(|p| Arc::ptr_eq(p, me)) {
+            st.poller = None;
+            self.has_poller.store(false, SeqCst);
+        }
+        // Packets may wait for a slot that a waiter other than us could take.
+        let wake = self.dispatch(&mut st, Some(me));
+        (Status::Idle, wake)
+    }
+
+    /// Marks the port closed and wakes every waiter. Returns the discarded
+    /// packets (to drop outside the lock) and whether the poller must be woken.
+    pub(crate) fn close(&self) -> (VecDeque<Completion>, bool) {
+        let mut st = lock(&self.state);
+        st.closed = true;
+        for w in st.stack.drain(..) {
+            w.slot().status = Status::Closed;
+            w.thread.unpark();
+        }
+        self.stacked.store(0, SeqCst);
+        let wake = st.poller.take().is_some();
+        self.has_poller.store(false, SeqCst);
+        (std::mem::take(&mut st.queue), wake)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        let st = lock(&self.state);
+        Counts {
+            queued: st.queue.len(),
+            running: st.running,
+            waiting: st.stack.len(),
+            completed: st.completed,
+        }
+    }
+
+    /// Hands queued packets to waiters, most recent first, while the
+    /// concurrency count allows (R5, R6). `me` is the calling thread, which
+    /// needs no wake-up.
+    fn dispatch(&self, st: &mut State, me: Option<&Arc<Waiter>>) -> bool {
+        let mut wake_poller = false;
+        while st.running < self.concurrency && !st.queue.is_empty() {
+            let Some(w) = st.stack.pop() else { break };
+            {
+                let mut slot = w.slot();
+                let n = slot.max.min(st.queue.len());
+                slot.got.extend(st.queue.drain(..n));
+                slot.status = Status::Served;
+            }
+            st.running += 1;
+            let is_me = me.is_some_and(|m| Arc::ptr_eq(m, &w));
+            if st.poller.as_ref().is_some_and(|p| Arc::ptr_eq(p, &w)) {
+                st.poller = None;
+                self.has_poller.store(false, SeqCst);
+                wake_poller |= !is_me;
+            } else if !is_me {
+                w.thread.unpark();
+            }
+        }
+        self.stacked.store(st.stack.len(), SeqCst);
+        self.ensure_poller(st, me);
+        wake_poller
+    }
+
+    /// While operations are in flight and threads wait, one of them must wait
+    /// in the kernel: promote the oldest (coldest) waiter.
+    fn ensure_poller(&self, st: &mut State, me: Option<&Arc<Waiter>>) {
+        if st.poller.is_some() || st.closed || self.inflight.load(SeqCst) == 0 {
+            return;
+        }
+        let Some(w) = st.stack.first().cloned() else {
+            return;
+        };
+        w.slot().status = Status::Polling;
+        self.has_poller.store(true, SeqCst);
+        if !me.is_some_and(|m| Arc::ptr_eq(m, &w)) {
+            w.thread.unpark();
+        }
+        st.poller = Some(w);
+    }
+}
