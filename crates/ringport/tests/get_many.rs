@@ -1,0 +1,118 @@
+//! R8: get_many dequeues up to N packets in one call, and counts as one
+//! dequeue for concurrency.
+
+mod util;
+
+use std::thread;
+use std::time::Duration;
+
+use ringport::{GetError, Packet};
+use util::{each_backend, port};
+
+#[test]
+fn takes_up_to_max_in_fifo_order() {
+    each_backend(|backend, _| {
+        let port = port(backend, 1);
+        for i in 0..10 {
+            port.post(Packet {
+                bytes: 0,
+                key: 0,
+                user: i,
+            })
+            .unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(port.get_many(&mut out, 4, Some(Duration::ZERO)).unwrap(), 4);
+        let users: Vec<u64> = out.iter().map(|c| c.user()).collect();
+        assert_eq!(users, [0, 1, 2, 3]);
+        out.clear();
+        assert_eq!(port.get_many(&mut out, 64, None).unwrap(), 6);
+        let users: Vec<u64> = out.iter().map(|c| c.user()).collect();
+        assert_eq!(users, [4, 5, 6, 7, 8, 9]);
+        out.clear();
+        let r = port.get_many(&mut out, 64, Some(Duration::from_millis(10)));
+        assert!(matches!(r, Err(GetError::TimedOut)), "got {r:?}");
+        assert!(out.is_empty());
+    });
+}
+
+#[test]
+fn counts_as_one_dequeue() {
+    each_backend(|backend, _| {
+        let port = port(backend, 1);
+        for i in 0..10 {
+            port.post(Packet {
+                bytes: 0,
+                key: 0,
+                user: i,
+            })
+            .unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(port.get_many(&mut out, 4, Some(Duration::ZERO)).unwrap(), 4);
+        assert_eq!(port.stats().running, 1);
+        // This thread runs; another one cannot take the six left.
+        let other = {
+            let port = port.clone();
+            thread::spawn(move || port.get(Some(Duration::from_millis(200))).map(|c| c.user()))
+        };
+        let r = other.join().unwrap();
+        assert!(matches!(r, Err(GetError::TimedOut)), "got {r:?}");
+        assert_eq!(port.stats().queued, 6);
+    });
+}
+
+/// A waiter in get_many gets what is there when it wakes, at most `max`.
+#[test]
+fn waiter_wakes_with_a_batch() {
+    each_backend(|backend, _| {
+        let port = port(backend, 2);
+        let taker = {
+            let port = port.clone();
+            thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut total = 0;
+                while total < 100 {
+                    let n = port.get_many(&mut out, 16, Some(util::LONG)).unwrap();
+                    assert!((1..=16).contains(&n));
+                    total += n;
+                }
+                out.iter().map(|c| c.user()).collect::<Vec<_>>()
+            })
+        };
+        for i in 0..100 {
+            port.post(Packet {
+                bytes: 0,
+                key: 0,
+                user: i,
+            })
+            .unwrap();
+        }
+        assert_eq!(taker.join().unwrap(), (0..100).collect::<Vec<_>>());
+    });
+}
+
+/// I/O completions and posted packets come through get_many alike.
+#[test]
+fn mixes_io_and_posted_packets() {
+    each_backend(|backend, _| {
+        let port = port(backend, 1);
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        port.recv(&sock, Vec::with_capacity(8), 100).unwrap();
+        util::write_all(&mut client, b"abc");
+        port.post(Packet {
+            bytes: 0,
+            key: 0,
+            user: 200,
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        while out.len() < 2 {
+            port.get_many(&mut out, 8, Some(util::LONG)).unwrap();
+        }
+        let mut users: Vec<u64> = out.iter().map(|c| c.user()).collect();
+        users.sort_unstable();
+        assert_eq!(users, [100, 200]);
+    });
+}
