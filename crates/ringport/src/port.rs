@@ -83,8 +83,11 @@ impl Builder {
         self
     }
 
-    /// io_uring completion queue size (default: twice `entries`). Operations are
-    /// admitted against it, so it never overflows.
+    /// io_uring completion queue size (default: four times `entries`).
+    ///
+    /// Operations are not limited by it: when more completions arrive than it
+    /// holds, the kernel keeps them on its overflow list and the port flushes
+    /// them, so none is lost; a queue too small only costs extra system calls.
     pub fn cq_entries(mut self, n: u32) -> Builder {
         self.cq_entries = Some(n.max(2));
         self

@@ -81,7 +81,10 @@ pub(crate) struct Port {
 
 impl Port {
     pub(crate) fn new(b: &Builder, concurrency: usize) -> io::Result<Port> {
-        let cq = b.cq_entries.unwrap_or(b.entries.saturating_mul(2));
+        let cq = b
+            .cq_entries
+            .unwrap_or(b.entries.saturating_mul(4))
+            .max(b.entries);
         let (driver, backend, reason) = match b.backend {
             Backend::Auto | Backend::IoUring => match Uring::new(b.entries, cq) {
                 Ok(u) => {

@@ -2,10 +2,17 @@
 //!
 //! - Submissions are batched: entries wait in the submission queue until some
 //!   thread enters the kernel (a dequeue, a waiting poller, or `submit`).
-//! - The completion queue never overflows: every entry that will produce a
-//!   completion takes a credit, one credit stays reserved for the wake-up entry,
-//!   and entries beyond the credits wait in a backlog, refilled as completions
-//!   are reaped.
+//! - The completion queue never loses an entry. The ring is sized generously,
+//!   but operations are not admitted against its size: a receive on an idle
+//!   socket may stay in the kernel for hours, and admission would starve every
+//!   operation behind it. Instead the port requires `IORING_FEAT_NODROP`: when
+//!   the completion queue is full the kernel keeps further entries on its
+//!   overflow list and raises `IORING_SQ_CQ_OVERFLOW`, and every reap flushes
+//!   that list (an enter with `GETEVENTS`) until the flag clears. Should the
+//!   kernel ever drop an entry anyway (it could not allocate), the reap reports
+//!   an error instead of carrying on without it.
+//! - Entries that do not fit in a full submission queue wait in a backlog,
+//!   pushed as soon as the kernel has taken the queue.
 //! - Only the holder of the completion lock reaps. The poller holds it while it
 //!   sleeps in the kernel, so a wake-up meant for it cannot be reaped by another
 //!   thread (others only `try_lock`).
@@ -29,9 +36,8 @@ pub(crate) const CANCEL: u64 = u64::MAX - 1;
 
 #[derive(Debug)]
 struct Sq {
+    /// Entries that did not fit in the submission queue, oldest first.
     backlog: VecDeque<squeue::Entry>,
-    /// Entries pushed to the ring whose completion is not reaped yet.
-    in_kernel: usize,
 }
 
 /// How long a reap may wait.
@@ -46,8 +52,9 @@ pub(crate) enum Wait<'a> {
 pub(crate) struct Uring {
     ring: IoUring,
     sq: Mutex<Sq>,
-    cq: Mutex<()>,
-    credits: usize,
+    /// Held by the reaping thread; the value is the kernel's count of dropped
+    /// completions last seen.
+    cq: Mutex<u32>,
     wake_pending: AtomicBool,
     flags: &'static str,
 }
@@ -95,6 +102,11 @@ impl Uring {
             ),
             Err(e) => return Err(e),
         };
+        if !ring.params().is_feature_nodrop() {
+            return Err(unsupported(
+                "io_uring lacks IORING_FEAT_NODROP (Linux 5.5)".into(),
+            ));
+        }
         if !ring.params().is_feature_ext_arg() {
             return Err(unsupported(
                 "io_uring lacks IORING_FEAT_EXT_ARG (Linux 5.11)".into(),
@@ -113,15 +125,12 @@ impl Uring {
                 missing.join(", ")
             )));
         }
-        let credits = ring.params().cq_entries() as usize;
         Ok(Uring {
             ring,
             sq: Mutex::new(Sq {
                 backlog: VecDeque::new(),
-                in_kernel: 0,
             }),
-            cq: Mutex::new(()),
-            credits,
+            cq: Mutex::new(0),
             wake_pending: AtomicBool::new(false),
             flags,
         })
@@ -185,29 +194,33 @@ impl Uring {
         self.refill(&mut sq, now)
     }
 
-    /// Moves backlog entries into the ring while credits last; submits if `now`.
+    /// Moves backlog entries into the ring while it has room, entering the
+    /// kernel to make room; submits if `now`.
     fn refill(&self, sq: &mut Sq, now: bool) -> io::Result<()> {
-        // One credit stays free for the wake-up entry.
-        while sq.in_kernel + 1 < self.credits {
-            let Some(entry) = sq.backlog.pop_front() else {
-                break;
-            };
+        while let Some(entry) = sq.backlog.pop_front() {
             // SAFETY: the submission queue is only touched under `self.sq`.
             let mut q = unsafe { self.ring.submission_shared() };
             if q.is_full() {
                 drop(q);
-                self.ring.submitter().submit()?;
+                match self.ring.submitter().submit() {
+                    Ok(_) => {}
+                    // The kernel is busy (a full overflow list on old
+                    // kernels): the entry waits for the next reap.
+                    Err(e) if is_transient(&e) => {}
+                    Err(e) => {
+                        sq.backlog.push_front(entry);
+                        return Err(e);
+                    }
+                }
                 // SAFETY: as above.
                 q = unsafe { self.ring.submission_shared() };
             }
-            // SAFETY: the caller of `push` guaranteed the entry's memory; the
-            // queue is not full (it was just submitted).
+            // SAFETY: the caller of `push` guaranteed the entry's memory.
             if unsafe { q.push(&entry) }.is_err() {
                 drop(q);
                 sq.backlog.push_front(entry);
                 break;
             }
-            sq.in_kernel += 1;
         }
         if now {
             self.submit_locked()?;
@@ -253,13 +266,12 @@ impl Uring {
         Ok(false)
     }
 
-    /// Wakes the poller out of the kernel. At most one wake-up is in flight; its
-    /// reserved credit makes room for it.
+    /// Wakes the poller out of the kernel. At most one wake-up is in flight.
     pub(crate) fn wake(&self) {
         if self.wake_pending.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mut sq = lock(&self.sq);
+        let _sq = lock(&self.sq);
         let entry = opcode::Nop::new().build().user_data(WAKE);
         // SAFETY: the submission queue is only touched under `self.sq`.
         let mut q = unsafe { self.ring.submission_shared() };
@@ -270,9 +282,7 @@ impl Uring {
             q = unsafe { self.ring.submission_shared() };
         }
         // SAFETY: a NOP points to no memory.
-        if unsafe { q.push(&entry) }.is_ok() {
-            sq.in_kernel += 1;
-        } else {
+        if unsafe { q.push(&entry) }.is_err() {
             // The queue is still full: submitting those entries will produce
             // completions, which wake the poller just as well.
             self.wake_pending.store(false, Ordering::Release);
@@ -292,18 +302,18 @@ impl Uring {
             },
             Wait::For(..) => lock(&self.cq),
         };
-        let mut consumed = self.drain(out);
+        let mut dropped = guard;
+        let mut consumed = self.drain(out, &mut dropped)?;
         let mut result = Ok(());
         if let Wait::For(timeout, still) = wait {
             if consumed == 0 && still() {
                 result = self.enter_wait(timeout);
-                consumed += self.drain(out);
+                consumed += self.drain(out, &mut dropped)?;
             }
         }
-        drop(guard);
+        drop(dropped);
         if consumed > 0 {
             let mut sq = lock(&self.sq);
-            sq.in_kernel -= consumed;
             if !sq.backlog.is_empty() {
                 self.refill(&mut sq, true)?;
             }
@@ -311,16 +321,40 @@ impl Uring {
         result
     }
 
-    /// Empties the completion queue; returns how many entries it consumed.
-    fn drain(&self, out: &mut Vec<(u64, i32)>) -> usize {
-        // SAFETY: the completion queue is only touched under `self.cq`.
-        let q = unsafe { self.ring.completion_shared() };
+    /// Empties the completion queue, flushing the kernel's overflow list into
+    /// it as often as needed; returns how many entries it consumed.
+    fn drain(&self, out: &mut Vec<(u64, i32)>, dropped: &mut u32) -> io::Result<usize> {
         let mut n = 0;
-        for cqe in q {
-            n += 1;
-            self.sort(&cqe, out);
+        loop {
+            // SAFETY: the completion queue is only touched under `self.cq`,
+            // which the caller holds (`dropped` lives in it).
+            let q = unsafe { self.ring.completion_shared() };
+            let lost = q.overflow();
+            for cqe in q {
+                n += 1;
+                self.sort(&cqe, out);
+            }
+            if lost != *dropped {
+                let e = io::Error::other(format!(
+                    "io_uring dropped {} completions (kernel out of memory)",
+                    lost.wrapping_sub(*dropped)
+                ));
+                *dropped = lost;
+                return Err(e);
+            }
+            // Lock order: `cq` (held by the caller), then `sq`.
+            let _sq = lock(&self.sq);
+            // SAFETY: the submission queue is only touched under `self.sq`.
+            if !unsafe { self.ring.submission_shared() }.cq_overflow() {
+                return Ok(n);
+            }
+            // An enter with GETEVENTS moves the overflow list into the ring.
+            match self.ring.submitter().submit() {
+                Ok(_) => {}
+                Err(e) if is_transient(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
-        n
     }
 
     fn sort(&self, cqe: &cqueue::Entry, out: &mut Vec<(u64, i32)>) {
