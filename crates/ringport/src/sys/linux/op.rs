@@ -28,6 +28,11 @@ pub(crate) struct Op {
     /// Connect: the target. Accept: filled in by the kernel.
     pub(crate) addr: SockAddrStorage,
     pub(crate) addr_len: libc::socklen_t,
+    /// The port asked the kernel to cancel this operation.
+    pub(crate) cancel_requested: bool,
+    /// Times the operation was submitted again after the kernel cancelled it
+    /// on its own (see `Port::complete`).
+    pub(crate) resubmits: u32,
 }
 
 impl Op {
@@ -47,6 +52,8 @@ impl Op {
             fd,
             addr,
             addr_len,
+            cancel_requested: false,
+            resubmits: 0,
         })
     }
 
@@ -59,6 +66,8 @@ impl Op {
             handle,
             addr,
             addr_len,
+            fd,
+            resubmits,
             ..
         } = self;
         handle.op_done(token);
@@ -92,6 +101,9 @@ impl Op {
                         Err(e) => Err(e),
                     }
                 }
+                // A resubmitted connect waited for writability (see
+                // `Uring::prepare`); the socket says how the connect ended.
+                Request::Connect(_) if resubmits > 0 => connect_outcome(fd),
                 _ => Ok(res as usize),
             }
         };
@@ -105,5 +117,16 @@ impl Op {
             handle: Some(Handle { inner: handle }),
             accepted,
         }
+    }
+}
+
+/// How a non-blocking connect ended, once its socket is writable.
+fn connect_outcome(fd: i32) -> io::Result<usize> {
+    // SAFETY: the handle defers closing `fd` while this operation is in flight,
+    // and the borrow ends before this function returns.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    match socket2::SockRef::from(&fd).take_error()? {
+        None => Ok(0),
+        Some(e) => Err(e),
     }
 }

@@ -21,6 +21,10 @@ use crate::port::{Backend, Builder, Stats};
 /// operations before it leaks their memory rather than free it under the kernel.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
+/// How many times one operation is submitted again after the kernel cancelled
+/// it on its own before the cancellation is passed on to the caller.
+const RESUBMIT_LIMIT: u32 = 64;
+
 /// Generations are 31 bits so that a token never has its top bit set, which
 /// the driver keeps for its own entries.
 const GEN_MASK: u32 = 0x7fff_ffff;
@@ -58,6 +62,15 @@ impl Ops {
         let gen = (token >> 32) as u32;
         match self.slab.get(index) {
             Some(op) if op.gen == gen => Some(self.slab.remove(index)),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, token: u64) -> Option<&mut Op> {
+        let index = (token & 0xffff_ffff) as usize;
+        let gen = (token >> 32) as u32;
+        match self.slab.get_mut(index) {
+            Some(op) if op.gen == gen => Some(op),
             _ => None,
         }
     }
@@ -239,6 +252,14 @@ impl Port {
     /// Asks the driver to cancel each token; operations that never reached the
     /// kernel complete here, as cancelled.
     pub(crate) fn cancel_tokens(&self, tokens: &[u64]) {
+        {
+            let mut ops = lock(&self.ops);
+            for &t in tokens {
+                if let Some(op) = ops.get_mut(t) {
+                    op.cancel_requested = true;
+                }
+            }
+        }
         let mut never_sent = Vec::new();
         for &t in tokens {
             match self.driver.cancel(t, false) {
@@ -273,7 +294,10 @@ impl Port {
         let taken: Vec<(Box<Op>, u64, i32)> = {
             let mut ops = lock(&self.ops);
             raw.into_iter()
-                .filter_map(|(t, res)| ops.take(t).map(|op| (op, t, res)))
+                .filter_map(|(t, res)| match self.resubmit(&mut ops, t, res) {
+                    Ok(()) => None,
+                    Err(res) => ops.take(t).map(|op| (op, t, res)),
+                })
                 .collect()
         };
         if taken.is_empty() {
@@ -286,6 +310,31 @@ impl Port {
             .collect();
         if self.core.push(done, me) {
             self.driver.wake();
+        }
+    }
+
+    /// io_uring ties each request to the thread that submitted it and cancels
+    /// it when that thread exits; Windows (since Vista) keeps I/O on a port's
+    /// handles going when the issuing thread exits, and so does ringport: an
+    /// `-ECANCELED` the port did not ask for is submitted again, from this
+    /// living thread. Nothing was transferred (the kernel checks before it
+    /// moves data). `Err(res)` means: complete it with `res`.
+    fn resubmit(&self, ops: &mut Ops, t: u64, res: i32) -> Result<(), i32> {
+        if res != -libc::ECANCELED || ops.closed {
+            return Err(res);
+        }
+        let Some(op) = ops.get_mut(t) else {
+            return Err(res);
+        };
+        if op.cancel_requested || op.resubmits >= RESUBMIT_LIMIT || op.handle.is_closed() {
+            return Err(res);
+        }
+        op.resubmits += 1;
+        // SAFETY: `op` stays boxed in `self.ops` until its token is reaped, as
+        // for its first submission in `start`.
+        match unsafe { self.driver.start(op, t, true) } {
+            Ok(()) => Ok(()),
+            Err(e) => Err(-e.raw_os_error().unwrap_or(libc::ECANCELED)),
         }
     }
 

@@ -69,7 +69,7 @@ impl std::fmt::Debug for Uring {
     }
 }
 
-const NEEDED: [(u8, &str); 8] = [
+const NEEDED: [(u8, &str); 9] = [
     (opcode::Nop::CODE, "NOP"),
     (opcode::Accept::CODE, "ACCEPT"),
     (opcode::Connect::CODE, "CONNECT"),
@@ -78,6 +78,7 @@ const NEEDED: [(u8, &str); 8] = [
     (opcode::Read::CODE, "READ"),
     (opcode::Write::CODE, "WRITE"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
 ];
 
 fn unsupported(what: String) -> io::Error {
@@ -158,6 +159,12 @@ impl Uring {
             )
             .flags(libc::SOCK_CLOEXEC)
             .build(),
+            // Submitted again after a cancellation the port did not ask for:
+            // the connect is under way in the kernel already, so wait for it
+            // to finish instead of starting another.
+            Request::Connect(_) if op.resubmits > 0 => {
+                opcode::PollAdd::new(fd, libc::POLLOUT as u32).build()
+            }
             Request::Connect(_) => opcode::Connect::new(
                 fd,
                 (&op.addr as *const socket2::SockAddrStorage).cast(),
