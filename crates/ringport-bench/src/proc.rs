@@ -1,0 +1,68 @@
+//! CPU time of another process, from `/proc/<pid>/stat` (Linux).
+
+use std::io;
+use std::time::Duration;
+
+/// User plus system CPU time consumed so far by every thread of `pid`
+/// (fields 14 `utime` and 15 `stime` of `/proc/<pid>/stat`).
+///
+/// # Errors
+///
+/// The process is gone, `/proc` is not mounted, or the file is malformed.
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = parse_stat_ticks(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("cannot parse /proc/{pid}/stat"),
+        )
+    })?;
+    Ok(ticks_to_duration(ticks, clock_ticks_per_second()))
+}
+
+/// `utime + stime` in clock ticks from the text of a `/proc/<pid>/stat`.
+///
+/// The command name (field 2) is in parentheses and may hold spaces, so the
+/// fields are counted from the last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ")": field 3 (state) is index 0, so utime (14) is 11, stime (15) 12.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn ticks_to_duration(ticks: u64, hz: u64) -> Duration {
+    Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / hz.max(1))
+}
+
+/// `sysconf(_SC_CLK_TCK)`, 100 where it cannot be read.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let s = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0";
+        assert_eq!(parse_stat_ticks(s), Some(300));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        assert!(cpu_time(std::process::id()).is_ok());
+        assert_eq!(ticks_to_duration(150, 100), Duration::from_millis(1500));
+    }
+}
