@@ -1,0 +1,99 @@
+//! `ringport` with no arguments: an echo server and the load generator on
+//! loopback, a progress bar, and a table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringport::Backend;
+
+use crate::bench;
+use crate::error::{Error, Result};
+use crate::server::{self, Server};
+use crate::ui;
+
+/// The demo's knobs (all have defaults).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub backend: Backend,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: usize,
+    pub size: usize,
+    pub pipeline: usize,
+    /// Server worker threads (0 = one per CPU).
+    pub server_threads: usize,
+    pub client_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            backend: Backend::Auto,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_millis(500),
+            connections: 50,
+            size: 1024,
+            pipeline: 1,
+            server_threads: 0,
+            client_threads: 1,
+        }
+    }
+}
+
+/// Runs the demo and prints the table; Ok(true) when every byte came back.
+///
+/// # Errors
+///
+/// The server or the client port cannot start.
+pub fn run(cfg: &Config) -> Result<bool> {
+    let server = Server::start(server::Config {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        threads: cfg.server_threads,
+        backend: cfg.backend,
+        ..server::Config::default()
+    })?;
+    println!(
+        "ringport demo: echo server on {} ({} worker threads, {}), {} connections x {} for {:.0} s",
+        server.local_addr(),
+        server.threads(),
+        server.backend_reason(),
+        cfg.connections,
+        ui::bytes(cfg.size as u64),
+        cfg.duration.as_secs_f64()
+    );
+    let bcfg = bench::Config {
+        addr: server.local_addr(),
+        connections: cfg.connections,
+        size: cfg.size,
+        duration: cfg.duration,
+        warmup: cfg.warmup,
+        pipeline: cfg.pipeline,
+        threads: cfg.client_threads,
+        backend: cfg.backend,
+    };
+    let pb = ui::progress_bar(cfg.warmup + cfg.duration);
+    let report = bench::run(&bcfg, |p| ui::show(&pb, p, cfg.warmup));
+    pb.finish_and_clear();
+    let threads = server.threads();
+    let backend = format!("{} — {}", server.backend(), server.backend_reason());
+    let counters = server.shutdown();
+    let report = report?;
+    let mut rows = vec![
+        ("backend".to_string(), backend),
+        ("server threads".to_string(), threads.to_string()),
+        ("client threads".to_string(), cfg.client_threads.to_string()),
+    ];
+    rows.extend(ui::report_rows(&report));
+    rows.push((
+        "server".to_string(),
+        format!(
+            "{} accepted, {} closed, {} ops submitted = {} completed",
+            counters.accepted, counters.closed, counters.ops_submitted, counters.ops_completed
+        ),
+    ));
+    print!("{}", ui::table("ringport echo on loopback", &rows));
+    if let Some(e) = &report.first_error {
+        return Err(Error::msg(format!("the run had errors; first: {e}")));
+    }
+    Ok(report.ok() && report.bytes_verified > 0)
+}
