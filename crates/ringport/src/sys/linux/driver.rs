@@ -2,29 +2,67 @@
 //! written once.
 //!
 //! A driver must:
+//! - `associate(handle)`: prepare a newly associated descriptor (epoll makes a
+//!   socket non-blocking and registers it; io_uring needs nothing).
 //! - `start(op, token, now)`: begin the operation. `op` stays boxed and unmoved
 //!   in the port's slab until the driver reports `token` from `reap`; `now`
-//!   asks for the submission to reach the kernel before returning.
-//! - `cancel(token, now)`: ask for cancellation; true if the operation never
-//!   reached the kernel and the caller must complete it as cancelled.
+//!   asks for the operation to reach the kernel before returning (otherwise it
+//!   may wait for the next `submit` or `reap`).
+//! - `cancel(token, handle)`: ask for cancellation; true if the operation never
+//!   reached the kernel (or was removed before it transferred anything) and
+//!   the caller must complete it as cancelled; false if its completion will
+//!   still come from `reap`, with its own result or `-ECANCELED`.
 //! - `reap(wait, out)`: report finished operations as `(token, result)`, the
-//!   result a byte count, a new descriptor, or `-errno`; with `Wait::For`,
-//!   sleep until one finishes, the timeout passes, or `wake` is called.
-//! - `wake()`: make a sleeping `reap` return, from any thread, never lost.
-//! - `submit()`: flush batched submissions.
+//!   result a byte count, a new descriptor, or `-errno`. `Wait::No` never
+//!   blocks; with `Wait::For`, one thread at a time (the poller) sleeps until
+//!   an operation finishes, the timeout passes, or `wake` is called, while the
+//!   others only take what is there.
+//! - `wake()`: make a sleeping `reap` return, from any thread, never lost (a
+//!   wake-up given before the poller sleeps ends its next sleep).
+//! - `submit()`: flush batched operations.
 
 use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::epoll::{Epoll, Source};
+use super::handle::Handle;
 use super::op::Op;
 use super::uring::Uring;
-pub(crate) use super::uring::Wait;
+use crate::handle::HandleKind;
+
+/// How long a reap may wait.
+pub(crate) enum Wait<'a> {
+    /// Take what is there; skip the kernel if another thread is reaping.
+    No,
+    /// Sleep in the kernel until a completion, the timeout, or a wake-up, if
+    /// the closure still says so once the right to sleep is held.
+    For(Option<Duration>, &'a dyn Fn() -> bool),
+}
 
 #[derive(Debug)]
 pub(crate) enum Driver {
     Uring(Uring),
+    Epoll(Epoll),
 }
 
 impl Driver {
+    /// Prepares a descriptor just associated with the port.
+    pub(crate) fn associate(&self, handle: &Handle) -> io::Result<()> {
+        match self {
+            Driver::Uring(_) => Ok(()),
+            Driver::Epoll(_) if handle.kind() == HandleKind::File => Ok(()),
+            Driver::Epoll(e) => handle.set_readiness(e.register(handle.raw_fd())?),
+        }
+    }
+
+    /// Undoes `associate` before the descriptor is closed.
+    pub(crate) fn forget(&self, src: &Arc<Source>) {
+        if let Driver::Epoll(e) = self {
+            e.deregister(src);
+        }
+    }
+
     /// Begins `op`.
     ///
     /// # Safety
@@ -38,30 +76,39 @@ impl Driver {
                 // SAFETY: forwarded from this function's contract.
                 unsafe { u.push(entry, now) }
             }
+            // SAFETY: forwarded from this function's contract.
+            Driver::Epoll(e) => unsafe { e.start(op, token, now) },
         }
     }
 
-    pub(crate) fn cancel(&self, token: u64, now: bool) -> io::Result<bool> {
+    pub(crate) fn cancel(&self, token: u64, handle: &Handle) -> io::Result<bool> {
         match self {
-            Driver::Uring(u) => u.cancel(token, now),
+            Driver::Uring(u) => u.cancel(token, false),
+            Driver::Epoll(e) => Ok(e.cancel(token, handle)),
         }
     }
 
     pub(crate) fn reap(&self, wait: Wait<'_>, out: &mut Vec<(u64, i32)>) -> io::Result<()> {
         match self {
             Driver::Uring(u) => u.reap(wait, out),
+            Driver::Epoll(e) => e.reap(wait, out),
         }
     }
 
     pub(crate) fn wake(&self) {
         match self {
             Driver::Uring(u) => u.wake(),
+            Driver::Epoll(e) => e.wake(),
         }
     }
 
     pub(crate) fn submit(&self) -> io::Result<()> {
         match self {
             Driver::Uring(u) => u.submit(),
+            Driver::Epoll(e) => {
+                e.submit();
+                Ok(())
+            }
         }
     }
 }

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use super::epoll::Source;
 use super::port::Port;
 use super::waiters::lock;
 use crate::handle::HandleKind;
@@ -167,6 +168,8 @@ pub(crate) struct Handle {
     file_id: FileId,
     port: Weak<Port>,
     state: Mutex<HandleState>,
+    /// The epoll registration of a socket on an epoll port.
+    readiness: OnceLock<Arc<Source>>,
 }
 
 impl Handle {
@@ -184,6 +187,7 @@ impl Handle {
                 closing: false,
                 inflight: Vec::new(),
             }),
+            readiness: OnceLock::new(),
         })
     }
 
@@ -193,6 +197,24 @@ impl Handle {
 
     pub(crate) fn kind(&self) -> HandleKind {
         self.kind
+    }
+
+    /// The descriptor number (valid until the handle is closed and its last
+    /// operation has completed).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.raw
+    }
+
+    /// The epoll registration, on an epoll port.
+    pub(crate) fn readiness(&self) -> Option<&Arc<Source>> {
+        self.readiness.get()
+    }
+
+    /// Records the epoll registration made at association.
+    pub(crate) fn set_readiness(&self, src: Arc<Source>) -> io::Result<()> {
+        self.readiness
+            .set(src)
+            .map_err(|_| io::Error::other("handle registered twice"))
     }
 
     pub(crate) fn belongs_to(&self, port: &Port) -> bool {
@@ -261,6 +283,9 @@ impl Handle {
     fn release_fd(&self, fd: Option<OwnedFd>) {
         if let Some(fd) = fd {
             // Unregister first: once closed, the number may be reused at once.
+            if let (Some(src), Some(port)) = (self.readiness.get(), self.port.upgrade()) {
+                port.forget(src);
+            }
             unregister(self.file_id, self.raw);
             drop(fd);
         }

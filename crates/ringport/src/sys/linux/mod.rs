@@ -2,6 +2,7 @@
 //! driving io_uring or, where that is unavailable, epoll.
 
 mod driver;
+mod epoll;
 mod handle;
 mod op;
 mod port;

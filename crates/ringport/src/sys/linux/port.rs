@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::driver::{Driver, Wait};
+use super::epoll::{Epoll, Source};
 use super::handle::{Handle, Owned};
 use super::op::Op;
 use super::thread;
@@ -44,6 +45,11 @@ fn token(index: usize, gen: u32) -> u64 {
     (u64::from(gen) << 32) | index as u64
 }
 
+/// The slab index and generation of a token; the reverse of [`token`].
+fn split(token: u64) -> (usize, u32) {
+    ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
+}
+
 impl Ops {
     /// Hands the operation over to the kernel's side: boxes it into the slab
     /// and returns its token. Undone by [`Ops::take`].
@@ -58,8 +64,7 @@ impl Ops {
     /// Takes the operation named by `token` back from the kernel's side; the
     /// reverse of [`Ops::insert`]. `None` for a token that names no live operation.
     fn take(&mut self, token: u64) -> Option<Box<Op>> {
-        let index = (token & 0xffff_ffff) as usize;
-        let gen = (token >> 32) as u32;
+        let (index, gen) = split(token);
         match self.slab.get(index) {
             Some(op) if op.gen == gen => Some(self.slab.remove(index)),
             _ => None,
@@ -67,8 +72,7 @@ impl Ops {
     }
 
     fn get_mut(&mut self, token: u64) -> Option<&mut Op> {
-        let index = (token & 0xffff_ffff) as usize;
-        let gen = (token >> 32) as u32;
+        let (index, gen) = split(token);
         match self.slab.get_mut(index) {
             Some(op) if op.gen == gen => Some(op),
             _ => None,
@@ -94,33 +98,11 @@ pub(crate) struct Port {
 
 impl Port {
     pub(crate) fn new(b: &Builder, concurrency: usize) -> io::Result<Port> {
-        let cq = b
-            .cq_entries
-            .unwrap_or(b.entries.saturating_mul(4))
-            .max(b.entries);
-        let (driver, backend, reason) = match b.backend {
-            Backend::Auto | Backend::IoUring => match Uring::new(b.entries, cq) {
-                Ok(u) => {
-                    let why = format!("io_uring available ({})", u.describe());
-                    (Driver::Uring(u), Backend::IoUring, why)
-                }
-                Err(e) => return Err(uring_unavailable(e)),
-            },
-            Backend::Epoll => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the epoll backend is not built yet; use Backend::IoUring or Auto",
-                ))
-            }
-            Backend::Iocp => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the IOCP backend exists only on Windows",
-                ))
-            }
-        };
-        if b.backend == Backend::Auto {
-            log::info!("ringport: using {backend}: {reason}");
+        let (driver, backend, reason) = choose(b)?;
+        match (b.backend, backend) {
+            (Backend::Auto, Backend::IoUring) => log::info!("ringport: using io_uring: {reason}"),
+            (Backend::Auto, _) => log::info!("ringport: {reason}"),
+            _ => {}
         }
         Ok(Port {
             concurrency,
@@ -169,7 +151,14 @@ impl Port {
         if self.is_closed() {
             return Err(port_closed());
         }
-        Ok(Arc::new(Handle::new(owned, key, Arc::downgrade(self))?))
+        let handle = Arc::new(Handle::new(owned, key, Arc::downgrade(self))?);
+        self.driver.associate(&handle)?;
+        Ok(handle)
+    }
+
+    /// Drops the driver's registration of a handle about to close its descriptor.
+    pub(crate) fn forget(&self, src: &Arc<Source>) {
+        self.driver.forget(src);
     }
 
     pub(crate) fn start(
@@ -252,18 +241,21 @@ impl Port {
     /// Asks the driver to cancel each token; operations that never reached the
     /// kernel complete here, as cancelled.
     pub(crate) fn cancel_tokens(&self, tokens: &[u64]) {
-        {
+        let targets: Vec<(u64, Arc<Handle>)> = {
             let mut ops = lock(&self.ops);
-            for &t in tokens {
-                if let Some(op) = ops.get_mut(t) {
+            tokens
+                .iter()
+                .filter_map(|&t| {
+                    let op = ops.get_mut(t)?;
                     op.cancel_requested = true;
-                }
-            }
-        }
+                    Some((t, op.handle.clone()))
+                })
+                .collect()
+        };
         let mut never_sent = Vec::new();
-        for &t in tokens {
-            match self.driver.cancel(t, false) {
-                Ok(true) => never_sent.push((t, -libc::ECANCELED)),
+        for (t, handle) in &targets {
+            match self.driver.cancel(*t, handle) {
+                Ok(true) => never_sent.push((*t, -libc::ECANCELED)),
                 Ok(false) => {}
                 Err(e) => log::warn!("ringport: cancel failed: {e}"),
             }
@@ -271,6 +263,7 @@ impl Port {
         if let Err(e) = self.driver.submit() {
             log::warn!("ringport: submitting cancellations failed: {e}");
         }
+        drop(targets);
         self.complete(never_sent, None);
     }
 
@@ -499,20 +492,165 @@ fn port_closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "completion port is closed")
 }
 
-/// The error for a forced io_uring that cannot be set up, saying how to fix it.
-fn uring_unavailable(e: io::Error) -> io::Error {
-    let hint = match e.raw_os_error() {
-        Some(libc::EPERM) => {
-            "refused (EPERM): a seccomp profile (Docker's default) or sysctl kernel.io_uring_disabled=2 blocks it; allow io_uring_setup or use --backend epoll"
+/// Picks the backend the builder asks for: the driver, what is live, and why.
+fn choose(b: &Builder) -> io::Result<(Driver, Backend, String)> {
+    let cq = b
+        .cq_entries
+        .unwrap_or(b.entries.saturating_mul(4))
+        .max(b.entries);
+    let epoll = |why: String| -> io::Result<(Driver, Backend, String)> {
+        let e = Epoll::new(cq as usize)?;
+        let why = format!("{why} ({})", e.describe());
+        Ok((Driver::Epoll(e), Backend::Epoll, why))
+    };
+    match b.backend {
+        Backend::IoUring | Backend::Auto => match Uring::new(b.entries, cq) {
+            Ok(u) => {
+                let why = format!("io_uring available ({})", u.describe());
+                Ok((Driver::Uring(u), Backend::IoUring, why))
+            }
+            Err(e) if b.backend == Backend::IoUring => Err(uring_unavailable(e)),
+            Err(e) => epoll(format!("{}; using epoll", uring_refusal(&e))),
+        },
+        Backend::Epoll => epoll("epoll forced by Backend::Epoll".to_string()),
+        Backend::Iocp => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the IOCP backend exists only on Windows",
+        )),
+    }
+}
+
+/// `kernel.io_uring_disabled`: 0 allows io_uring, 1 allows it only to
+/// `kernel.io_uring_group`, 2 refuses it to everyone. `None` on kernels
+/// without the knob (before 6.6).
+fn io_uring_disabled() -> Option<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Why io_uring could not be set up, in one phrase naming the cause.
+fn uring_refusal(e: &io::Error) -> String {
+    refusal_phrase(e, io_uring_disabled())
+}
+
+fn refusal_phrase(e: &io::Error, disabled: Option<u8>) -> String {
+    match (e.raw_os_error(), disabled) {
+        (Some(libc::EPERM), Some(2)) => {
+            "io_uring disabled by kernel.io_uring_disabled=2 (EPERM)".into()
         }
-        Some(libc::ENOSYS) => "not in this kernel (ENOSYS); use Linux 5.19+ or --backend epoll",
-        Some(libc::ENOMEM) => "ring memory refused (ENOMEM); raise RLIMIT_MEMLOCK or use fewer entries",
-        _ => "",
+        (Some(libc::EPERM), Some(1)) => {
+            "io_uring restricted by kernel.io_uring_disabled=1 to kernel.io_uring_group (EPERM)"
+                .into()
+        }
+        (Some(libc::EPERM), _) => "io_uring refused by seccomp (EPERM)".into(),
+        (Some(libc::ENOSYS), _) => "io_uring not in this kernel (ENOSYS)".into(),
+        (Some(libc::ENOMEM), _) => {
+            "io_uring ring memory refused (ENOMEM; RLIMIT_MEMLOCK too low)".into()
+        }
+        (Some(_), _) => format!("io_uring setup failed: {e}"),
+        // The port's own checks (missing opcodes or features) say it all.
+        (None, _) => e.to_string(),
+    }
+}
+
+/// The error for a forced io_uring that cannot be set up: why, and how to fix it.
+fn uring_unavailable(e: io::Error) -> io::Error {
+    let disabled = io_uring_disabled();
+    let fix = match (e.raw_os_error(), disabled) {
+        (Some(libc::EPERM), Some(2)) => "set sysctl kernel.io_uring_disabled=0, or use the epoll backend",
+        (Some(libc::EPERM), Some(1)) => {
+            "add this user to kernel.io_uring_group or set kernel.io_uring_disabled=0, or use the epoll backend"
+        }
+        (Some(libc::EPERM), _) => {
+            "allow io_uring_setup, io_uring_enter and io_uring_register in the seccomp profile (Docker: --security-opt seccomp=<profile>), or use the epoll backend"
+        }
+        (Some(libc::ENOSYS), _) => "use Linux 5.19 or later, or the epoll backend",
+        (Some(libc::ENOMEM), _) => "raise RLIMIT_MEMLOCK or ask for fewer entries, or use the epoll backend",
+        _ => "use the epoll backend (Backend::Epoll, --backend epoll) or Backend::Auto",
     };
-    let msg = if hint.is_empty() {
-        format!("io_uring unavailable: {e}")
-    } else {
-        format!("io_uring {hint}")
-    };
+    let msg = format!("{}: {fix}", refusal_phrase(&e, disabled));
     io::Error::new(e.kind(), msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trips() {
+        for (index, gen) in [(0, 1), (7, 42), (0xffff_ffff, GEN_MASK), (123_456, 0)] {
+            assert_eq!(split(token(index, gen)), (index, gen));
+        }
+        assert_eq!(token(3, 2), 0x0000_0002_0000_0003);
+    }
+
+    #[test]
+    fn tokens_never_use_the_top_bit() {
+        // The driver keeps top-bit tokens for its own entries (WAKE, CANCEL).
+        assert_eq!(token(usize::MAX & 0xffff_ffff, GEN_MASK) >> 63, 0);
+    }
+
+    fn ops() -> Ops {
+        Ops {
+            slab: Slab::new(),
+            next_gen: 0,
+            closed: false,
+        }
+    }
+
+    fn op(user: u64) -> Box<Op> {
+        let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let owned = Owned::from_io(std::fs::File::from(std::os::fd::OwnedFd::from(b))).unwrap();
+        let handle = Arc::new(Handle::new(owned, 0, std::sync::Weak::new()).unwrap());
+        Op::new(Request::Send(Vec::new()), user, handle, -1)
+    }
+
+    #[test]
+    fn slab_reuse_gets_a_new_generation() {
+        let mut ops = ops();
+        let (t1, _) = ops.insert(op(1));
+        let op1 = ops.take(t1).expect("live token");
+        assert_eq!(op1.user, 1);
+        // Same slot, new generation: the stale token names nothing.
+        let (t2, _) = ops.insert(op(2));
+        assert_eq!(split(t1).0, split(t2).0, "the slot is reused");
+        assert_ne!(t1, t2);
+        assert!(ops.take(t1).is_none());
+        assert!(ops.get_mut(t1).is_none());
+        assert_eq!(ops.get_mut(t2).map(|o| o.user), Some(2));
+        assert_eq!(ops.tokens(), vec![t2]);
+        assert_eq!(ops.take(t2).map(|o| o.user), Some(2));
+        assert!(ops.take(t2).is_none(), "taken once");
+    }
+
+    #[test]
+    fn generations_wrap_within_31_bits() {
+        let mut ops = ops();
+        ops.next_gen = GEN_MASK;
+        let (t, _) = ops.insert(op(1));
+        assert_eq!(split(t).1, 0);
+        assert_eq!(t >> 63, 0);
+    }
+
+    #[test]
+    fn refusals_name_the_cause() {
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(
+            refusal_phrase(&eperm, Some(0)),
+            "io_uring refused by seccomp (EPERM)"
+        );
+        assert_eq!(
+            refusal_phrase(&eperm, None),
+            "io_uring refused by seccomp (EPERM)"
+        );
+        assert!(refusal_phrase(&eperm, Some(2)).contains("kernel.io_uring_disabled=2"));
+        assert!(refusal_phrase(&eperm, Some(1)).contains("io_uring_group"));
+        let enosys = io::Error::from_raw_os_error(libc::ENOSYS);
+        assert!(refusal_phrase(&enosys, Some(0)).contains("ENOSYS"));
+        let own = io::Error::new(io::ErrorKind::Unsupported, "io_uring lacks opcodes SEND");
+        assert_eq!(refusal_phrase(&own, None), "io_uring lacks opcodes SEND");
+    }
 }

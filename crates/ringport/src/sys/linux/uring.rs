@@ -21,10 +21,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
+use super::driver::Wait;
 use super::op::Op;
 use super::waiters::lock;
 use crate::op::Request;
@@ -38,15 +38,6 @@ pub(crate) const CANCEL: u64 = u64::MAX - 1;
 struct Sq {
     /// Entries that did not fit in the submission queue, oldest first.
     backlog: VecDeque<squeue::Entry>,
-}
-
-/// How long a reap may wait.
-pub(crate) enum Wait<'a> {
-    /// Take what is there; skip if another thread is reaping.
-    No,
-    /// Sleep in the kernel until a completion, the timeout, or a wake-up, if
-    /// the closure still says so once the completion lock is held.
-    For(Option<Duration>, &'a dyn Fn() -> bool),
 }
 
 pub(crate) struct Uring {
@@ -373,7 +364,7 @@ impl Uring {
     }
 
     /// Submits what is queued and sleeps until one completion or the timeout.
-    fn enter_wait(&self, timeout: Option<Duration>) -> io::Result<()> {
+    fn enter_wait(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
         let ts;
         let mut args = types::SubmitArgs::new();
         if let Some(t) = timeout {
