@@ -1,0 +1,255 @@
+//! Runs `ringport serve`, the tokio peer and the io_uring ceiling side by side
+//! under the same `ringport bench --json` load, and reports throughput,
+//! latency and server CPU time per message, with ratios against tokio and the
+//! ceiling (medians of `--runs` runs, servers interleaved within each run).
+//!
+//! ```text
+//! cargo build --release --workspace
+//! cargo run --release -p ringport-bench --bin compare -- [--runs 3] [--duration 5]
+//! ```
+//!
+//! It builds nothing: the binaries are looked up beside its own executable
+//! (`target/release/`), or in `--bin-dir`. Progress goes to stderr; markdown
+//! tables and then one JSON object go to stdout.
+
+mod measure;
+mod plot;
+mod report;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ringport_bench::args::Args;
+use ringport_bench::machine;
+
+use measure::{Load, Scenario};
+use report::Row;
+use server::ServerKind;
+
+const USAGE: &str = "\
+usage: compare [--runs 3] [--duration 5] [--warmup 1] [--threads 1,2]
+               [--servers ringport-io_uring,ringport-epoll,tokio,ceiling]
+               [--loads 50x64,10x16384] [--pipeline 1] [--client-threads 1]
+               [--bin-dir target/release] [--client PATH] [--svg PATH] [--json PATH]
+Build first: cargo build --release --workspace";
+
+const FLAGS: &[&str] = &[
+    "runs",
+    "duration",
+    "warmup",
+    "threads",
+    "servers",
+    "loads",
+    "pipeline",
+    "client-threads",
+    "bin-dir",
+    "client",
+    "svg",
+    "json",
+];
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e == "help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("compare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Config {
+    runs: usize,
+    threads: Vec<usize>,
+    loads: Vec<Scenario>,
+    servers: Vec<ServerKind>,
+    client: PathBuf,
+    load: Load,
+}
+
+fn run() -> Result<(), String> {
+    let args = Args::parse(std::env::args().skip(1), FLAGS, &[]).map_err(|e| e.0)?;
+    let cfg = config(&args)?;
+    eprintln!("machine: {}", machine::describe());
+    let rows = measure_all(&cfg);
+    let md = report::markdown(&rows);
+    let meta = serde_json::json!({
+        "machine": machine::describe(),
+        "runs": cfg.runs,
+        "duration_s": cfg.load.duration.as_secs_f64(),
+        "warmup_s": cfg.load.warmup.as_secs_f64(),
+        "pipeline": cfg.load.pipeline,
+        "client_threads": cfg.load.client_threads,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+    });
+    let json = report::to_json(&rows, meta);
+    println!("{md}");
+    println!(
+        "```json\n{}\n```",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
+    if let Some(p) = args.str("json") {
+        std::fs::write(p, json.to_string() + "\n").map_err(|e| format!("{p}: {e}"))?;
+    }
+    if let Some(p) = args.str("svg") {
+        plot::svg(&rows, Path::new(p))?;
+        eprintln!("plot written to {p}");
+    }
+    Ok(())
+}
+
+fn measure_all(cfg: &Config) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    for sc in &cfg.loads {
+        for &threads in &cfg.threads {
+            for s in &cfg.servers {
+                rows.push(Row {
+                    scenario: *sc,
+                    threads,
+                    server: s.name,
+                    banner: String::new(),
+                    samples: Vec::new(),
+                    failures: Vec::new(),
+                });
+            }
+        }
+    }
+    // Interleave: every cell once per run, so drift in machine load spreads evenly.
+    for run in 1..=cfg.runs {
+        for row in rows.iter_mut() {
+            let Some(kind) = cfg.servers.iter().find(|s| s.name == row.server) else {
+                continue;
+            };
+            // A server that could not start once is not retried.
+            if row.samples.is_empty() && row.failures.iter().any(|f| f.contains("did not start")) {
+                continue;
+            }
+            eprint!(
+                "run {run}/{}: {} threads={} {} ... ",
+                cfg.runs,
+                row.scenario.label(),
+                row.threads,
+                row.server
+            );
+            match measure::run_once(&cfg.client, kind, row.threads, row.scenario, &cfg.load) {
+                Ok((s, banner)) => {
+                    eprintln!(
+                        "{:.0} msgs/s, {:.1} MB/s, p99 {:.0} µs, {:.2} µs CPU/msg",
+                        s.msgs_per_sec, s.mb_per_sec, s.p99_us, s.cpu_us_per_msg
+                    );
+                    row.banner = banner;
+                    row.samples.push(s);
+                }
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    row.failures.push(e);
+                }
+            }
+        }
+    }
+    eprintln!("machine after: {}", machine::describe());
+    rows
+}
+
+fn config(args: &Args) -> Result<Config, String> {
+    let e = |e: ringport_bench::args::ArgError| e.0;
+    let runs: usize = args.get("runs", 3).map_err(e)?;
+    let duration: f64 = args.get("duration", 5.0).map_err(e)?;
+    let warmup: f64 = args.get("warmup", 1.0).map_err(e)?;
+    if runs == 0 || !(duration > 0.0 && duration < 3600.0) || !(0.0..3600.0).contains(&warmup) {
+        return Err(
+            "--runs must be at least 1, --duration and --warmup seconds in (0, 3600)".into(),
+        );
+    }
+    let threads = list(args.str("threads").unwrap_or("1,2"), "--threads", |s| {
+        s.parse::<usize>().ok().filter(|&n| n > 0)
+    })?;
+    let loads = list(
+        args.str("loads").unwrap_or("50x64,10x16384"),
+        "--loads",
+        |s| {
+            let (c, b) = s.split_once('x')?;
+            let sc = Scenario {
+                connections: c.parse().ok()?,
+                size: b.parse().ok()?,
+            };
+            (sc.connections > 0 && sc.size > 0).then_some(sc)
+        },
+    )?;
+    let bin_dir = match args.str("bin-dir") {
+        Some(d) => PathBuf::from(d),
+        None => own_dir()?,
+    };
+    let names = args
+        .str("servers")
+        .unwrap_or("ringport-io_uring,ringport-epoll,tokio,ceiling");
+    let servers = list(names, "--servers", |s| server_kind(s, &bin_dir))?;
+    let client = args
+        .str("client")
+        .map_or_else(|| bin_dir.join("ringport"), PathBuf::from);
+    let mut missing: Vec<String> = servers
+        .iter()
+        .map(|s| s.program.clone())
+        .chain([client.clone()])
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing {}; build them first with: cargo build --release --workspace",
+            missing.join(", ")
+        ));
+    }
+    let load = Load {
+        duration: Duration::from_secs_f64(duration),
+        warmup: Duration::from_secs_f64(warmup),
+        pipeline: args.get("pipeline", 1).map_err(e)?,
+        client_threads: args.get("client-threads", 1).map_err(e)?,
+    };
+    Ok(Config {
+        runs,
+        threads,
+        loads,
+        servers,
+        client,
+        load,
+    })
+}
+
+fn list<T>(s: &str, flag: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    let v: Option<Vec<T>> = s.split(',').map(|x| f(x.trim())).collect();
+    match v {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(format!("{flag}: cannot read {s:?}")),
+    }
+}
+
+fn own_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("locating this program: {e}"))?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "this program has no directory".into())
+}
+
+fn server_kind(name: &str, dir: &Path) -> Option<ServerKind> {
+    let serve = |backend: &str| vec!["serve".to_string(), "--backend".into(), backend.into()];
+    let (name, program, args): (&'static str, &str, Vec<String>) = match name {
+        "ringport-io_uring" | "ringport" => ("ringport-io_uring", "ringport", serve("io_uring")),
+        "ringport-epoll" => ("ringport-epoll", "ringport", serve("epoll")),
+        "tokio" => ("tokio", "tokio_echo", Vec::new()),
+        "ceiling" => ("ceiling", "uring_echo", Vec::new()),
+        _ => return None,
+    };
+    Some(ServerKind {
+        name,
+        program: dir.join(program),
+        args,
+    })
+}

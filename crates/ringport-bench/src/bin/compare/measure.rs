@@ -1,0 +1,173 @@
+//! One measured run: a server, `ringport bench --json` against it, and the
+//! server's CPU time over the measured window.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringport_bench::proc;
+
+use crate::server::{Running, ServerKind};
+
+/// A load shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub connections: usize,
+    pub size: usize,
+}
+
+impl Scenario {
+    pub fn label(&self) -> String {
+        let size = if self.size % 1024 == 0 {
+            format!("{} KiB", self.size / 1024)
+        } else {
+            format!("{} B", self.size)
+        };
+        format!("{} x {size}", self.connections)
+    }
+}
+
+/// Client settings shared by every run.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub pipeline: usize,
+    pub client_threads: usize,
+}
+
+/// What one run measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    pub msgs_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Server CPU (user + system) per echoed message, in microseconds.
+    pub cpu_us_per_msg: f64,
+    /// Server CPU time over wall time in the window (1.0 = one core busy).
+    pub cpu_util: f64,
+}
+
+/// Starts `server`, loads it with `client` for warm-up + duration, and stops it.
+pub fn run_once(
+    client: &Path,
+    server: &ServerKind,
+    threads: usize,
+    sc: Scenario,
+    load: &Load,
+) -> Result<(Sample, String), String> {
+    let running = server.start(threads)?;
+    let banner = running.banner.clone();
+    let result = load_server(client, &running, sc, load);
+    running.stop();
+    result.map(|s| (s, banner))
+}
+
+fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Result<Sample, String> {
+    let child = Command::new(client)
+        .arg("bench")
+        .args(["--addr", &srv.addr.to_string()])
+        .args(["--connections", &sc.connections.to_string()])
+        .args(["--size", &sc.size.to_string()])
+        .args(["--duration", &secs(load.duration)])
+        .args(["--warmup", &secs(load.warmup)])
+        .args(["--pipeline", &load.pipeline.to_string()])
+        .args(["--threads", &load.client_threads.to_string()])
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", client.display()))?;
+    // The client measures from the end of its warm-up; so does this window.
+    thread::sleep(load.warmup);
+    let cpu0 = proc::cpu_time(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
+    let t0 = Instant::now();
+    thread::sleep(load.duration);
+    let cpu1 = proc::cpu_time(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
+    let window = t0.elapsed();
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for the client: {e}"))?;
+    let json = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or("").trim();
+        return Err(format!(
+            "client failed ({}): {first} {}",
+            out.status,
+            json.trim()
+        ));
+    }
+    let mut s = parse_client(&json)?;
+    let msgs = s.msgs_per_sec * window.as_secs_f64();
+    let cpu = (cpu1 - cpu0).as_secs_f64();
+    s.cpu_us_per_msg = if msgs > 0.0 {
+        cpu * 1e6 / msgs
+    } else {
+        f64::NAN
+    };
+    s.cpu_util = cpu / window.as_secs_f64();
+    Ok(s)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}", d.as_secs_f64())
+}
+
+/// Reads the fields this runner needs from `ringport bench --json`.
+pub fn parse_client(json: &str) -> Result<Sample, String> {
+    let v: serde_json::Value = serde_json::from_str(json.trim())
+        .map_err(|e| format!("client output is not JSON ({e}): {:?}", json.trim()))?;
+    let num = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| format!("client JSON has no number {k:?}"))
+    };
+    let errors = num("errors")?;
+    if errors != 0.0 {
+        return Err(format!("client reported {errors} errors"));
+    }
+    Ok(Sample {
+        msgs_per_sec: num("msgs_per_sec")?,
+        mb_per_sec: num("mb_per_sec")?,
+        p50_us: num("p50_us")?,
+        p99_us: num("p99_us")?,
+        ..Sample::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_json() {
+        let s = parse_client(
+            r#"{"msgs":10,"msgs_per_sec":5.0,"mb_per_sec":1,"p50_us":2,"p99_us":3,"errors":0}"#,
+        )
+        .unwrap();
+        assert_eq!((s.msgs_per_sec, s.p99_us), (5.0, 3.0));
+        assert!(parse_client(r#"{"msgs_per_sec":5.0,"errors":1}"#).is_err());
+        assert!(parse_client("not json").is_err());
+    }
+
+    #[test]
+    fn labels() {
+        let s = Scenario {
+            connections: 10,
+            size: 16384,
+        };
+        assert_eq!(s.label(), "10 x 16 KiB");
+        assert_eq!(
+            Scenario {
+                connections: 50,
+                size: 64
+            }
+            .label(),
+            "50 x 64 B"
+        );
+    }
+}

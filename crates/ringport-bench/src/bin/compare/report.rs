@@ -1,0 +1,159 @@
+//! The results: medians, ratios against tokio and the ceiling, as markdown and JSON.
+
+use ringport_bench::stats::median;
+use serde_json::json;
+
+use crate::measure::{Sample, Scenario};
+
+/// Every run of one server at one scenario and thread count.
+#[derive(Debug)]
+pub struct Row {
+    pub scenario: Scenario,
+    pub threads: usize,
+    pub server: &'static str,
+    pub banner: String,
+    pub samples: Vec<Sample>,
+    pub failures: Vec<String>,
+}
+
+impl Row {
+    /// The median of each field over the runs, taken field by field.
+    pub fn median(&self) -> Option<Sample> {
+        let m = |f: fn(&Sample) -> f64| median(&self.samples.iter().map(f).collect::<Vec<_>>());
+        Some(Sample {
+            msgs_per_sec: m(|s| s.msgs_per_sec)?,
+            mb_per_sec: m(|s| s.mb_per_sec)?,
+            p50_us: m(|s| s.p50_us)?,
+            p99_us: m(|s| s.p99_us)?,
+            cpu_us_per_msg: m(|s| s.cpu_us_per_msg)?,
+            cpu_util: m(|s| s.cpu_util)?,
+        })
+    }
+
+    fn same_cell(&self, other: &Row) -> bool {
+        self.threads == other.threads
+            && self.scenario.connections == other.scenario.connections
+            && self.scenario.size == other.scenario.size
+    }
+}
+
+fn peer(rows: &[Row], row: &Row, name: &str) -> Option<Sample> {
+    rows.iter()
+        .find(|r| r.server == name && r.same_cell(row))
+        .and_then(Row::median)
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite() && b.is_finite()).then(|| a / b)
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}x"))
+}
+
+/// Markdown tables: one row per server, scenario and thread count, then the
+/// gain from one to two server threads.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::new();
+    s.push_str("| load | server threads | server | msgs/s | MB/s | p50 µs | p99 µs | server CPU µs/msg | server CPU | msgs/s vs tokio | CPU/msg vs tokio | p99 vs tokio | msgs/s vs ceiling | MB/s vs ceiling | CPU/msg vs ceiling |\n");
+    s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for row in rows {
+        let Some(m) = row.median() else {
+            let why = row
+                .failures
+                .first()
+                .map_or("no successful run", String::as_str);
+            s.push_str(&format!(
+                "| {} | {} | {} | not measured: {} |||||||||||||\n",
+                row.scenario.label(),
+                row.threads,
+                row.server,
+                why.replace('|', "/")
+            ));
+            continue;
+        };
+        let t = peer(rows, row, "tokio");
+        let c = peer(rows, row, "ceiling");
+        let vs = |p: Option<Sample>, f: fn(&Sample) -> f64| {
+            fmt_ratio(p.and_then(|p| ratio(f(&m), f(&p))))
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0}% | {} | {} | {} | {} | {} | {} |\n",
+            row.scenario.label(),
+            row.threads,
+            row.server,
+            m.msgs_per_sec,
+            m.mb_per_sec,
+            m.p50_us,
+            m.p99_us,
+            m.cpu_us_per_msg,
+            m.cpu_util * 100.0,
+            vs(t, |x| x.msgs_per_sec),
+            vs(t, |x| x.cpu_us_per_msg),
+            vs(t, |x| x.p99_us),
+            vs(c, |x| x.msgs_per_sec),
+            vs(c, |x| x.mb_per_sec),
+            vs(c, |x| x.cpu_us_per_msg),
+        ));
+    }
+    s.push_str(&scaling(rows));
+    s
+}
+
+/// msgs/s with the most server threads over msgs/s with the fewest, per server.
+fn scaling(rows: &[Row]) -> String {
+    let (Some(lo), Some(hi)) = (
+        rows.iter().map(|r| r.threads).min(),
+        rows.iter().map(|r| r.threads).max(),
+    ) else {
+        return String::new();
+    };
+    if lo == hi {
+        return String::new();
+    }
+    let mut s =
+        format!("\n| load | server | msgs/s gain, {lo} → {hi} server threads |\n|---|---|---:|\n");
+    for row in rows.iter().filter(|r| r.threads == lo) {
+        let hi_row = rows.iter().find(|r| {
+            r.threads == hi
+                && r.server == row.server
+                && r.scenario.size == row.scenario.size
+                && r.scenario.connections == row.scenario.connections
+        });
+        let gain = hi_row
+            .and_then(Row::median)
+            .zip(row.median())
+            .and_then(|(h, l)| ratio(h.msgs_per_sec, l.msgs_per_sec));
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
+            row.scenario.label(),
+            row.server,
+            fmt_ratio(gain)
+        ));
+    }
+    s
+}
+
+/// Everything, medians and every sample, as one JSON value.
+pub fn to_json(rows: &[Row], meta: serde_json::Value) -> serde_json::Value {
+    let sample = |s: &Sample| {
+        json!({
+            "msgs_per_sec": s.msgs_per_sec, "mb_per_sec": s.mb_per_sec,
+            "p50_us": s.p50_us, "p99_us": s.p99_us,
+            "server_cpu_us_per_msg": s.cpu_us_per_msg, "server_cpu_util": s.cpu_util,
+        })
+    };
+    let results: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "connections": r.scenario.connections, "size": r.scenario.size,
+                "server_threads": r.threads, "server": r.server, "banner": r.banner,
+                "median": r.median().as_ref().map(sample),
+                "runs": r.samples.iter().map(sample).collect::<Vec<_>>(),
+                "failures": r.failures,
+            })
+        })
+        .collect();
+    json!({ "meta": meta, "results": results })
+}

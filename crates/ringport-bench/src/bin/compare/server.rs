@@ -1,0 +1,141 @@
+//! Starting a server, finding its address, reading its CPU time, stopping it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to print its `listening on` line.
+const START_LIMIT: Duration = Duration::from_secs(10);
+
+/// One kind of server under test.
+#[derive(Clone, Debug)]
+pub struct ServerKind {
+    /// Short name used in tables: `ringport-io_uring`, `tokio`, `ceiling`.
+    pub name: &'static str,
+    pub program: PathBuf,
+    /// Arguments before `--addr` and `--threads`.
+    pub args: Vec<String>,
+}
+
+/// A running server.
+pub struct Running {
+    child: Child,
+    pub addr: SocketAddr,
+    /// What it printed after its address (the backend and setup).
+    pub banner: String,
+}
+
+impl ServerKind {
+    /// Starts the server on an ephemeral loopback port with `threads` threads
+    /// and waits for its `listening on <addr>` line.
+    pub fn start(&self, threads: usize) -> Result<Running, String> {
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .args(["--addr", "127.0.0.1:0", "--threads", &threads.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "{}: cannot start {}: {e}",
+                    self.name,
+                    self.program.display()
+                )
+            })?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            lines.for_each(drop);
+        });
+        let line = match rx.recv_timeout(START_LIMIT) {
+            Ok(line) => line,
+            Err(_) => return Err(self.failed_start(child)),
+        };
+        match parse_listening(&line) {
+            Some((addr, banner)) => {
+                drain_stderr(&mut child);
+                Ok(Running {
+                    child,
+                    addr,
+                    banner,
+                })
+            }
+            None => Err(format!("{}: unexpected first line {line:?}", self.name)),
+        }
+    }
+
+    fn failed_start(&self, mut child: Child) -> String {
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let first = err
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        format!("{} did not start: {first}", self.name)
+    }
+}
+
+fn drain_stderr(child: &mut Child) {
+    if let Some(e) = child.stderr.take() {
+        thread::spawn(move || BufReader::new(e).lines().for_each(drop));
+    }
+}
+
+/// `listening on 127.0.0.1:7000 (backend: ...)` → the address and the rest.
+pub fn parse_listening(line: &str) -> Option<(SocketAddr, String)> {
+    let rest = line.trim().strip_prefix("listening on ")?;
+    let (addr, banner) = rest.split_once(' ').unwrap_or((rest, ""));
+    let banner = banner.trim().trim_start_matches('(').trim_end_matches(')');
+    Some((addr.parse().ok()?, banner.to_string()))
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within two seconds.
+    pub fn stop(mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listening;
+
+    #[test]
+    fn listening_lines() {
+        let (a, b) = parse_listening("listening on 127.0.0.1:7000 (backend: tokio)").unwrap();
+        assert_eq!(a.port(), 7000);
+        assert_eq!(b, "backend: tokio");
+        assert!(parse_listening("listening on 127.0.0.1:1").is_some());
+        assert!(parse_listening("hello").is_none());
+        assert!(parse_listening("listening on nowhere (x)").is_none());
+    }
+}
