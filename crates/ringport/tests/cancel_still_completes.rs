@@ -34,7 +34,11 @@ fn cancel_one_pending_recv() {
 }
 
 fn libc_ecanceled() -> i32 {
-    125 // ECANCELED on Linux
+    if cfg!(windows) {
+        995 // ERROR_OPERATION_ABORTED
+    } else {
+        125 // ECANCELED on Linux
+    }
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! A closed handle's descriptor number, reused by a new socket, never
 //! receives the old handle's completions (and the old handle's operations
 //! never touch the new socket).
+//!
+//! Linux only: it relies on the lowest free descriptor number being reused.
+#![cfg(target_os = "linux")]
 
 mod util;
 

@@ -30,3 +30,8 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::{is_aborted, Handle, Owned, Port};
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{is_aborted, Handle, Owned, Port};
