@@ -28,7 +28,7 @@ impl Drop for ThreadState {
 
 thread_local! {
     static THREAD: RefCell<ThreadState> = RefCell::new(ThreadState {
-        waiter: Arc::new(Waiter::new(std::thread::current())),
+        waiter: Arc::new(Waiter::current()),
         running_on: None,
     });
 }

@@ -5,11 +5,28 @@
 //! kernel; the caller wakes the poller when a function says so.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::Thread;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+use sync::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Thread};
 
 use crate::completion::Completion;
+
+/// The primitives of the core: std's, or loom's when model checking
+/// (`--cfg loom`), so every interleaving of its locks, atomics and wake-ups can
+/// be explored.
+#[cfg(not(loom))]
+mod sync {
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize};
+    pub(crate) use std::sync::{Mutex, MutexGuard};
+    pub(crate) use std::thread::{current, Thread};
+}
+#[cfg(loom)]
+mod sync {
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+    pub(crate) use loom::sync::{Mutex, MutexGuard};
+    pub(crate) use loom::thread::{current, Thread};
+}
 
 /// Where a waiting thread stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,9 +58,10 @@ pub(crate) struct Slot {
 }
 
 impl Waiter {
-    pub(crate) fn new(thread: Thread) -> Waiter {
+    /// The calling thread's waiter.
+    pub(crate) fn current() -> Waiter {
         Waiter {
-            thread,
+            thread: sync::current(),
             slot: Mutex::new(Slot {
                 status: Status::Idle,
                 max: 1,
@@ -53,7 +71,7 @@ impl Waiter {
     }
 
     pub(crate) fn slot(&self) -> MutexGuard<'_, Slot> {
-        lock(&self.slot)
+        guard(&self.slot)
     }
 
     pub(crate) fn status(&self) -> Status {
@@ -105,8 +123,14 @@ pub(crate) struct Core {
     has_poller: AtomicBool,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind; carry on.
+/// Locks a mutex of the port. A panic while holding one of these locks leaves
+/// plain data behind; carry on.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`lock`] for the core's own mutexes (loom's under `--cfg loom`).
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -134,7 +158,7 @@ impl Core {
     pub(crate) fn op_started(&self) {
         self.inflight.fetch_add(1, SeqCst);
         if self.stacked.load(SeqCst) > 0 && !self.has_poller.load(SeqCst) {
-            let mut st = lock(&self.state);
+            let mut st = guard(&self.state);
             self.ensure_poller(&mut st, None);
         }
     }
@@ -153,7 +177,7 @@ impl Core {
         max: usize,
         poll_only: bool,
     ) -> Arrival {
-        let mut st = lock(&self.state);
+        let mut st = guard(&self.state);
         if st.closed {
             return Arrival::Closed;
         }
@@ -185,7 +209,7 @@ impl Core {
         items: impl IntoIterator<Item = Completion>,
         me: Option<&Arc<Waiter>>,
     ) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = guard(&self.state);
         if st.closed {
             return false; // dropped by the caller's iterator owner
         }
@@ -198,21 +222,21 @@ impl Core {
     /// The calling thread stops running on the port (it dequeues again, blocks,
     /// or exits). Returns true when the poller must be woken.
     pub(crate) fn release(&self, me: Option<&Arc<Waiter>>) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = guard(&self.state);
         st.running = st.running.saturating_sub(1);
         self.dispatch(&mut st, me)
     }
 
     /// The calling thread runs again after blocking, even above the limit.
     pub(crate) fn reacquire(&self) {
-        lock(&self.state).running += 1;
+        guard(&self.state).running += 1;
     }
 
     /// Gives up waiting (timeout). Returns the status found: if `Served` or
     /// `Closed`, the caller takes that outcome instead, and the bool says
     /// whether the poller must be woken.
     pub(crate) fn leave(&self, me: &Arc<Waiter>) -> (Status, bool) {
-        let mut st = lock(&self.state);
+        let mut st = guard(&self.state);
         let status = me.status();
         if matches!(status, Status::Served | Status::Closed | Status::Idle) {
             return (status, false);
@@ -232,7 +256,7 @@ impl Core {
     /// Marks the port closed and wakes every waiter. Returns the discarded
     /// packets (to drop outside the lock) and whether the poller must be woken.
     pub(crate) fn close(&self) -> (VecDeque<Completion>, bool) {
-        let mut st = lock(&self.state);
+        let mut st = guard(&self.state);
         st.closed = true;
         for w in st.stack.drain(..) {
             w.slot().status = Status::Closed;
@@ -245,11 +269,11 @@ impl Core {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        lock(&self.state).closed
+        guard(&self.state).closed
     }
 
     pub(crate) fn counts(&self) -> Counts {
-        let st = lock(&self.state);
+        let st = guard(&self.state);
         Counts {
             queued: st.queue.len(),
             running: st.running,
@@ -320,7 +344,7 @@ mod tests {
     }
 
     fn waiter() -> Arc<Waiter> {
-        Arc::new(Waiter::new(std::thread::current()))
+        Arc::new(Waiter::current())
     }
 
     fn users(v: &[Completion]) -> Vec<u64> {
@@ -463,5 +487,138 @@ mod tests {
         let w = waiter();
         // One still runs (a) and the limit is 1: the packet waits.
         assert!(matches!(core.arrive(&w, &mut out, 1, true), Arrival::Empty));
+    }
+}
+
+/// Model checks of the core with loom: every interleaving of two or three
+/// threads around its locks, atomics and park/unpark, checking that no packet
+/// is lost or delivered twice and no wake-up is lost (loom reports a thread
+/// parked forever as a deadlock). Run with
+/// `RUSTFLAGS="--cfg loom" cargo test -p ringport --lib --release loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::completion::Packet;
+    use loom::thread;
+
+    fn packet(user: u64) -> Completion {
+        Completion::posted(Packet {
+            bytes: 0,
+            key: 0,
+            user,
+        })
+    }
+
+    /// The parked half of `Port::wait`: `None` when the port closed.
+    fn dequeue(core: &Core, max: usize) -> Option<Vec<u64>> {
+        let me = Arc::new(Waiter::current());
+        let mut out = Vec::new();
+        match core.arrive(&me, &mut out, max, false) {
+            Arrival::Took(_) => return Some(out.iter().map(|c| c.user()).collect()),
+            Arrival::Closed => return None,
+            Arrival::Empty => unreachable!("not polling"),
+            Arrival::Queued => {}
+        }
+        loop {
+            {
+                let mut slot = me.slot();
+                match slot.status {
+                    Status::Served => {
+                        slot.status = Status::Idle;
+                        return Some(slot.got.drain(..).map(|c| c.user()).collect());
+                    }
+                    Status::Closed => return None,
+                    _ => {}
+                }
+            }
+            thread::park();
+        }
+    }
+
+    #[test]
+    fn loom_two_waiters_two_packets() {
+        loom::model(|| {
+            let core = Arc::new(Core::new(2));
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let core = core.clone();
+                    thread::spawn(move || dequeue(&core, 1).expect("port open"))
+                })
+                .collect();
+            core.push([packet(1)], None);
+            core.push([packet(2)], None);
+            let mut got: Vec<u64> = waiters
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, [1, 2]);
+        });
+    }
+
+    /// Concurrency 1: the runner's release must hand the queued packet to a
+    /// waiter that arrives at the same time.
+    #[test]
+    fn loom_release_races_arrival() {
+        loom::model(|| {
+            let core = Arc::new(Core::new(1));
+            let runner = Arc::new(Waiter::current());
+            core.push([packet(0), packet(1)], None);
+            let mut out = Vec::new();
+            assert!(matches!(
+                core.arrive(&runner, &mut out, 1, false),
+                Arrival::Took(1)
+            ));
+            let waiter = {
+                let core = core.clone();
+                thread::spawn(move || dequeue(&core, 1).expect("port open"))
+            };
+            core.release(Some(&runner));
+            assert_eq!(waiter.join().unwrap(), [1]);
+        });
+    }
+
+    /// Closing while a thread arrives: it either took a packet or sees the
+    /// port closed; it never sleeps forever.
+    #[test]
+    fn loom_close_races_arrival() {
+        loom::model(|| {
+            let core = Arc::new(Core::new(1));
+            let waiter = {
+                let core = core.clone();
+                thread::spawn(move || dequeue(&core, 1))
+            };
+            core.close();
+            assert_eq!(waiter.join().unwrap(), None);
+        });
+    }
+
+    /// A waiter that gives up (timeout) while a packet is pushed: the packet
+    /// is either handed to it or stays queued, never lost.
+    #[test]
+    fn loom_leave_races_push() {
+        loom::model(|| {
+            let core = Arc::new(Core::new(1));
+            let me = Arc::new(Waiter::current());
+            let mut out = Vec::new();
+            assert!(matches!(
+                core.arrive(&me, &mut out, 1, false),
+                Arrival::Queued
+            ));
+            let pusher = {
+                let core = core.clone();
+                thread::spawn(move || {
+                    core.push([packet(5)], None);
+                })
+            };
+            let (status, _) = core.leave(&me);
+            pusher.join().unwrap();
+            let served = status == Status::Served;
+            let queued = core.counts().queued;
+            assert_eq!(usize::from(served) + queued, 1, "exactly one place");
+            if served {
+                assert_eq!(me.slot().got.len(), 1);
+            }
+        });
     }
 }
