@@ -28,6 +28,9 @@ fn same_descriptor_twice_is_refused() {
 
 #[test]
 fn sockets_too_and_free_again_after_close() {
+    if util::skip_under_wine("sockets_too_and_free_again_after_close", "Wine 8 cannot untie a socket from its port (FileReplaceCompletionInformation is not implemented), so a duplicate of a closed handle stays tied") {
+        return;
+    }
     each_backend(|backend, _| {
         let port = port(backend, 1);
         let (l, _) = util::listener();

@@ -25,6 +25,12 @@ fn zero_means_number_of_cpus() {
 /// while. Never more than two hold one at once, and two do.
 #[test]
 fn never_more_running_than_the_limit() {
+    if util::skip_under_wine(
+        "never_more_running_than_the_limit",
+        "Wine 8 does not enforce the concurrency limit of a completion port",
+    ) {
+        return;
+    }
     each_backend(|backend, _| {
         let port = port(backend, 2);
         let active = Arc::new(AtomicUsize::new(0));
@@ -80,6 +86,12 @@ fn never_more_running_than_the_limit() {
 /// While the limit is reached, packets stay queued even though threads wait.
 #[test]
 fn packets_stay_queued_while_limit_reached() {
+    if util::skip_under_wine(
+        "packets_stay_queued_while_limit_reached",
+        "Wine 8 does not enforce the concurrency limit of a completion port",
+    ) {
+        return;
+    }
     each_backend(|backend, _| {
         let port = port(backend, 1);
         port.post(Packet {
@@ -111,6 +123,12 @@ fn packets_stay_queued_while_limit_reached() {
 /// When the running thread calls get again, its slot goes to a waiter.
 #[test]
 fn dequeue_again_hands_the_slot_over() {
+    if util::skip_under_wine(
+        "dequeue_again_hands_the_slot_over",
+        "Wine 8 does not enforce the concurrency limit of a completion port",
+    ) {
+        return;
+    }
     each_backend(|backend, _| {
         let port = port(backend, 1);
         port.post(Packet {

@@ -114,11 +114,65 @@ pub fn write_all(stream: &mut TcpStream, data: &[u8]) {
     stream.write_all(data).expect("write");
 }
 
-/// Number of open descriptors of this process.
+/// Number of open descriptors of this process (Linux: `/proc/self/fd`;
+/// Windows: the process's handle count).
+#[cfg(not(windows))]
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+#[cfg(windows)]
+pub fn open_fds() -> usize {
+    let mut n = 0u32;
+    // SAFETY: the pseudo-handle of this process is always valid; `n` is
+    // valid for a write.
+    if unsafe { win::GetProcessHandleCount(win::GetCurrentProcess(), &mut n) } == 0 {
+        return 0;
+    }
+    n as usize
+}
+
+/// True when this Windows binary runs under Wine (ntdll exports
+/// `wine_get_version`); always false elsewhere.
+pub fn under_wine() -> bool {
+    #[cfg(windows)]
+    {
+        // SAFETY: both names are NUL-terminated; ntdll is always loaded.
+        unsafe {
+            let ntdll = win::GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+            !ntdll.is_null()
+                && !win::GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_null()
+        }
+    }
+    #[cfg(not(windows))]
+    false
+}
+
+/// Under Wine, prints why the calling test is skipped and returns true: for
+/// tests of kernel behaviour Wine does not reproduce (see TESTING.md). The
+/// line starts with `SKIP (wine)` so that test.sh can count it.
+pub fn skip_under_wine(test: &str, reason: &str) -> bool {
+    if under_wine() {
+        // Straight to stderr, past the test harness's output capture.
+        let _ = writeln!(io::stderr(), "SKIP (wine) {test}: {reason}");
+        return true;
+    }
+    false
+}
+
+#[cfg(windows)]
+mod win {
+    use std::ffi::c_void;
+
+    #[link(name = "kernel32")]
+    extern "system" {
+        pub fn GetModuleHandleA(name: *const u8) -> *mut c_void;
+        pub fn GetProcAddress(module: *mut c_void, name: *const u8) -> *mut c_void;
+        pub fn GetCurrentProcess() -> *mut c_void;
+        pub fn GetProcessHandleCount(process: *mut c_void, count: *mut u32) -> i32;
+    }
 }
 
 /// Polls `cond` until it holds or [`LONG`] passes.

@@ -41,7 +41,10 @@ pub(super) unsafe fn start_read(op: &mut Op, file: usize) -> io::Result<Option<u
     };
     let offset = *offset;
     let spare = buf.spare_capacity_mut();
-    let (ptr, len) = (spare.as_mut_ptr(), u32::try_from(spare.len()).unwrap_or(u32::MAX));
+    let (ptr, len) = (
+        spare.as_mut_ptr(),
+        u32::try_from(spare.len()).unwrap_or(u32::MAX),
+    );
     set_offset(op, offset);
     // SAFETY: the buffer lives in the boxed operation until its packet is
     // dequeued; the OVERLAPPED is its first field and carries the offset.
@@ -88,12 +91,7 @@ pub(super) fn overlapped_result(op: &Op) -> io::Result<()> {
     // SAFETY: the operation's packet was dequeued, so the OVERLAPPED is
     // final and `bWait = FALSE` never blocks; the handle is open until `op_done`.
     let ok = unsafe {
-        GetOverlappedResult(
-            op.handle.raw() as HANDLE,
-            &op.overlapped,
-            &mut bytes,
-            FALSE,
-        )
+        GetOverlappedResult(op.handle.raw() as HANDLE, &op.overlapped, &mut bytes, FALSE)
     };
     if ok == FALSE {
         return Err(super::last_error());

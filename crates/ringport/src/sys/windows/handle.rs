@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::windows::io::{
-    AsRawHandle, AsRawSocket, AsSocket, BorrowedSocket, FromRawHandle, OwnedHandle,
-    OwnedSocket,
+    AsRawHandle, AsRawSocket, AsSocket, BorrowedSocket, FromRawHandle, OwnedHandle, OwnedSocket,
 };
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
+use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
 use windows_sys::Wdk::Storage::FileSystem::{
     FileReplaceCompletionInformation, NtSetInformationFile, FILE_COMPLETION_INFORMATION,
 };
@@ -15,13 +15,18 @@ use windows_sys::Win32::Foundation::{
     ERROR_INVALID_PARAMETER, ERROR_NOT_FOUND, FALSE, GENERIC_READ, GENERIC_WRITE, HANDLE,
     INVALID_HANDLE_VALUE,
 };
-use windows_sys::Win32::Networking::WinSock::{getsockopt, SOCKET, SOCKET_ERROR, SOL_SOCKET, SO_ACCEPTCONN};
+use windows_sys::Win32::Networking::WinSock::{
+    getsockopt, SOCKET, SOCKET_ERROR, SOL_SOCKET, SO_ACCEPTCONN,
+};
 use windows_sys::Win32::Storage::FileSystem::{
     GetFileInformationByHandle, ReOpenFile, BY_HANDLE_FILE_INFORMATION, FILE_FLAG_OVERLAPPED,
     FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
 };
 use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
-use windows_sys::Win32::System::IO::{CancelIoEx, CreateIoCompletionPort, IO_STATUS_BLOCK, OVERLAPPED};
+use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
+use windows_sys::Win32::System::IO::{
+    CancelIoEx, CreateIoCompletionPort, IO_STATUS_BLOCK, OVERLAPPED,
+};
 
 use super::op::IO_KEY;
 use super::port::Port;
@@ -224,20 +229,49 @@ fn already_associated() -> io::Error {
 
 /// A second handle to the caller's file, opened for overlapped I/O (std opens
 /// files for synchronous I/O, which a completion port cannot drive), with the
-/// widest access the file grants of read and write.
+/// access the caller's handle was granted (read, write, or both).
 fn reopen_overlapped(original: &OwnedHandle) -> io::Result<OwnedHandle> {
     let share = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
+    let attempts: Vec<u32> = match granted_access(original) {
+        Some(access) => vec![access],
+        None => vec![GENERIC_READ | GENERIC_WRITE, GENERIC_READ, GENERIC_WRITE],
+    };
     let mut last = None;
-    for access in [GENERIC_READ | GENERIC_WRITE, GENERIC_READ, GENERIC_WRITE] {
+    for access in attempts {
         // SAFETY: `original` is open; the call makes a new handle or fails.
-        let h = unsafe { ReOpenFile(original.as_raw_handle(), access, share, FILE_FLAG_OVERLAPPED) };
+        let h = unsafe {
+            ReOpenFile(
+                original.as_raw_handle(),
+                access,
+                share,
+                FILE_FLAG_OVERLAPPED,
+            )
+        };
         if h != INVALID_HANDLE_VALUE && !h.is_null() {
             // SAFETY: `h` is a new handle that nothing else owns.
             return Ok(unsafe { OwnedHandle::from_raw_handle(h) });
         }
         last = Some(super::last_error());
     }
-    Err(last.expect("three attempts"))
+    Err(last.unwrap_or_else(|| io::Error::other("no access to reopen the file with")))
+}
+
+/// The access rights granted to a handle (`NtQueryObject`), if the system says.
+fn granted_access(h: &OwnedHandle) -> Option<u32> {
+    // SAFETY: an all-zero PUBLIC_OBJECT_BASIC_INFORMATION is a valid value.
+    let mut info: PUBLIC_OBJECT_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+    let mut len = 0u32;
+    // SAFETY: `h` is open; `info` and `len` are valid for writes of their size.
+    let status = unsafe {
+        NtQueryObject(
+            h.as_raw_handle(),
+            ObjectBasicInformation,
+            (&mut info as *mut PUBLIC_OBJECT_BASIC_INFORMATION).cast(),
+            std::mem::size_of::<PUBLIC_OBJECT_BASIC_INFORMATION>() as u32,
+            &mut len,
+        )
+    };
+    (status >= 0 && info.GrantedAccess != 0).then_some(info.GrantedAccess)
 }
 
 /// `CreateIoCompletionPort(handle, port, IO_KEY, 0)`.
@@ -257,7 +291,8 @@ fn attach(raw: usize, port: HANDLE) -> io::Result<()> {
 
 /// Unties a socket from its port before it is closed, so that a duplicate of
 /// it that stays open can be associated again (Windows 8.1 and later; a
-/// failure is harmless and ignored).
+/// failure is harmless and ignored: Wine 8 answers `STATUS_NOT_IMPLEMENTED`,
+/// and the duplicate then stays tied to the old port).
 fn detach(raw: usize) {
     let info = FILE_COMPLETION_INFORMATION {
         Port: std::ptr::null_mut(),
@@ -299,7 +334,12 @@ pub(crate) struct Handle {
 
 impl Handle {
     /// Associates `owned` with `port` (`CreateIoCompletionPort`).
-    pub(super) fn new(owned: Owned, key: u64, port: Weak<Port>, port_raw: HANDLE) -> io::Result<Handle> {
+    pub(super) fn new(
+        owned: Owned,
+        key: u64,
+        port: Weak<Port>,
+        port_raw: HANDLE,
+    ) -> io::Result<Handle> {
         let (io, file_id) = match owned.io {
             Unassociated::Socket(s) => {
                 attach(s.as_raw_socket() as usize, port_raw)?;
@@ -499,4 +539,3 @@ fn not_found() -> io::Error {
 pub(crate) fn closed_error() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "handle is closed")
 }
-

@@ -46,5 +46,7 @@ fn last_error() -> io::Error {
 /// The calling thread's last Winsock error.
 fn wsa_error() -> io::Error {
     // SAFETY: reads a thread-local error code; no arguments.
-    io::Error::from_raw_os_error(unsafe { windows_sys::Win32::Networking::WinSock::WSAGetLastError() })
+    io::Error::from_raw_os_error(unsafe {
+        windows_sys::Win32::Networking::WinSock::WSAGetLastError()
+    })
 }

@@ -76,7 +76,8 @@ impl Port {
         }
         let n = u32::try_from(concurrency).unwrap_or(u32::MAX);
         // SAFETY: creating a new port; no handle is associated.
-        let raw = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, n) };
+        let raw =
+            unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, n) };
         if raw.is_null() {
             return Err(super::last_error());
         }
@@ -372,7 +373,9 @@ impl Port {
         // this one is not closed yet anyway: one wake packet per waiter.
         for _ in 0..self.waiting.load(SeqCst) {
             // SAFETY: the port is open; a wake packet carries no pointer.
-            unsafe { PostQueuedCompletionStatus(self.raw.0, 0, WAKE_KEY, std::ptr::null::<OVERLAPPED>()) };
+            unsafe {
+                PostQueuedCompletionStatus(self.raw.0, 0, WAKE_KEY, std::ptr::null::<OVERLAPPED>())
+            };
         }
         self.drain();
     }

@@ -277,15 +277,17 @@ fn bind_unspecified(sock: usize, target: &SocketAddr) -> io::Result<()> {
 /// `ConnectEx` is not exported; Winsock hands out its address per provider.
 fn connect_ex(
     sock: usize,
-) -> io::Result<unsafe extern "system" fn(
-    SOCKET,
-    *const SOCKADDR,
-    i32,
-    *const core::ffi::c_void,
-    u32,
-    *mut u32,
-    *mut windows_sys::Win32::System::IO::OVERLAPPED,
-) -> windows_sys::core::BOOL> {
+) -> io::Result<
+    unsafe extern "system" fn(
+        SOCKET,
+        *const SOCKADDR,
+        i32,
+        *const core::ffi::c_void,
+        u32,
+        *mut u32,
+        *mut windows_sys::Win32::System::IO::OVERLAPPED,
+    ) -> windows_sys::core::BOOL,
+> {
     static CONNECT_EX: OnceLock<usize> = OnceLock::new();
     if let Some(&f) = CONNECT_EX.get() {
         // SAFETY: only a non-null LPFN_CONNECTEX is ever stored.
