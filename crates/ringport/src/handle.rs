@@ -72,6 +72,15 @@ associate_via_sys!(
 /// kernel has finished with the last of them, so its number is never reused
 /// while an operation could still touch it. Dropping the last clone of a handle
 /// that has no operation in flight closes it too.
+///
+/// # Platform behaviour
+///
+/// On Windows, `close` is `CancelIoEx(handle, NULL)` at once, and
+/// `closesocket`/`CloseHandle` once the last cancelled operation's packet has
+/// been dequeued (Windows itself would cancel the pending I/O at
+/// `closesocket`, but the handle value could then be reused while packets for
+/// it are still queued). On Linux the backend cancels the operations and
+/// defers `close(2)` the same way.
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) inner: Arc<sys::Handle>,

@@ -89,7 +89,11 @@
 //!
 //! [`Backend::Auto`] uses io_uring where the kernel allows it, else epoll,
 //! logging the reason at `info` level; [`CompletionPort::backend_reason`] says it.
-//! On Windows the port is the kernel's own.
+//! On Windows the port is the kernel's own ([`Backend::Iocp`]): each call is
+//! the Win32 call of the table above, through `windows-sys`, with no
+//! `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` (every operation completes through
+//! the port). The Windows build is tested under Wine in CI; see the
+//! "Platform behaviour" paragraphs of [`CompletionPort`] for the differences.
 
 #![warn(missing_docs)]
 

@@ -78,6 +78,10 @@ impl Builder {
 
     /// io_uring submission queue size (rounded up to a power of two; default 1024).
     /// Operations beyond what the rings hold wait in the port, never refused.
+    ///
+    /// # Platform behaviour
+    ///
+    /// Ignored on Windows, whose port has no rings (nor does epoll).
     pub fn entries(mut self, n: u32) -> Builder {
         self.entries = n.max(1);
         self
@@ -138,6 +142,18 @@ impl Drop for Owner {
 }
 
 /// A snapshot of a port's counters, from [`CompletionPort::stats`].
+///
+/// # Platform behaviour
+///
+/// Windows keeps the queue and the running count in the kernel and reports
+/// neither, so ringport counts in user space there: `queued` counts posted
+/// packets not dequeued yet (I/O packets the kernel has queued are not
+/// visible until dequeued); `in_flight` counts operations until their packet
+/// is dequeued; `completed` counts posted packets when posted and I/O packets
+/// when dequeued; `running` mirrors the kernel's rule (a thread runs from a
+/// dequeue until its next one, its exit, or [`CompletionPort::blocking`]), but
+/// does not see the kernel free the slot of a thread that waits on something
+/// else without saying so.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Packets queued and not yet dequeued.
@@ -162,7 +178,15 @@ pub struct Stats {
 ///
 /// # Platform behaviour
 ///
-/// On Windows every call maps onto the kernel's own port. On Linux the queue,
+/// On Windows every call maps onto the kernel's own port, and the queue, the
+/// LIFO wake-up and the concurrency limit are the kernel's. Windows may finish
+/// an overlapped call at once (skip-on-success,
+/// `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`); ringport never sets that mode, so
+/// even an operation that finished inside the call completes through the port,
+/// exactly once, as on Linux. A call that fails at once (a reset connection,
+/// a read past the end of a file) is also reported as a completion with that
+/// error, never as a refused start. Errors carry Win32 or Winsock codes
+/// (`raw_os_error`), Linux `errno` values elsewhere. On Linux the queue,
 /// the LIFO waiters and the concurrency count live in this library, and the
 /// kernel work goes through io_uring (or epoll): a waiting thread becomes the
 /// poller and sleeps in the kernel; the others sleep in the port. Completions of
@@ -226,6 +250,18 @@ impl CompletionPort {
     /// `AlreadyExists` if the same open socket or file (for instance a
     /// `try_clone` of it) is already associated with a port; `BrokenPipe` if the
     /// port is closed; or the OS error of preparing the descriptor.
+    ///
+    /// # Platform behaviour
+    ///
+    /// On Windows a socket is associated as it is; the kernel refuses a second
+    /// association of the same socket. A `File` from std is opened for
+    /// synchronous I/O, which a port cannot drive, so ringport opens it again
+    /// with `FILE_FLAG_OVERLAPPED` (`ReOpenFile`, same access) and keeps the
+    /// caller's handle open beside it until the handle closes. When a handle
+    /// closes, ringport unties its socket from the port
+    /// (`FileReplaceCompletionInformation`, Windows 8.1 and later) so that a
+    /// duplicate that stays open can be associated again; where that is
+    /// unavailable (older Windows, Wine) the duplicate stays tied to the port.
     pub fn associate<T: Associate>(&self, io: T, key: u64) -> io::Result<Handle> {
         let owned = io.into_sys()?;
         let inner = self.sys().associate(owned, key)?;
@@ -244,6 +280,14 @@ impl CompletionPort {
     ///
     /// The operation is refused (and produces no completion) when the handle is
     /// not a listener of this port, is closed, or the port is closed.
+    ///
+    /// # Platform behaviour
+    ///
+    /// `AcceptEx` needs the accepted socket made before the call: on Windows
+    /// ringport makes one of the listener's family for each accept and owns it
+    /// until the completion. On success it applies `SO_UPDATE_ACCEPT_CONTEXT`
+    /// (so `peer_addr`, `shutdown` and the like work on it) and takes the peer
+    /// address from `GetAcceptExSockaddrs`; on failure the socket is closed.
     pub fn accept(&self, listener: &Handle, user: u64) -> Result<OpId, StartError> {
         self.start(listener, Request::Accept, user)
     }
@@ -253,6 +297,13 @@ impl CompletionPort {
     /// # Errors
     ///
     /// As [`accept`](Self::accept), for a handle that is not a [`HandleKind::Socket`](crate::HandleKind::Socket).
+    ///
+    /// # Platform behaviour
+    ///
+    /// `ConnectEx` wants a bound socket: on Windows an unbound one is bound to
+    /// the unspecified address of the target's family first (a socket the
+    /// caller bound keeps its address). On success ringport applies
+    /// `SO_UPDATE_CONNECT_CONTEXT`.
     pub fn connect(
         &self,
         socket: &Handle,
@@ -391,6 +442,12 @@ impl CompletionPort {
     /// Announces that the calling thread is about to block on something other
     /// than the port, freeing its concurrency slot until the guard is dropped
     /// (what Windows does when a running thread enters a wait).
+    ///
+    /// # Platform behaviour
+    ///
+    /// On Windows the kernel frees the slot by itself when the thread waits,
+    /// and takes it back when it wakes; the guard only keeps
+    /// [`Stats::running`] in step. On Linux the guard is what frees the slot.
     pub fn blocking(&self) -> Blocking<'_> {
         let released = self.sys().enter_blocking();
         Blocking {
@@ -408,6 +465,17 @@ impl CompletionPort {
     /// Closes the port now: every waiter wakes with [`GetError::Closed`],
     /// operations in flight are cancelled, and their buffers are freed once the
     /// kernel has let go of them. Queued packets are discarded.
+    ///
+    /// # Platform behaviour
+    ///
+    /// On Windows, `close` cancels every operation (`CancelIoEx`), wakes each
+    /// waiting thread with a packet of its own (closing a port handle does not
+    /// wake waiters under Wine), and dequeues the cancelled operations itself
+    /// before it returns, so their buffers are freed and never written after.
+    /// An operation the kernel does not give back within 10 seconds is leaked,
+    /// never freed under the kernel. The kernel's port handle is closed when
+    /// the last reference to the port goes, not earlier, so no thread can wait
+    /// on a handle value that was closed and reused.
     pub fn close(&self) {
         self.sys().close();
     }

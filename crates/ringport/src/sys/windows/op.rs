@@ -100,15 +100,18 @@ impl Op {
     pub(super) unsafe fn issue(ov: *mut OVERLAPPED, raw: usize, port: HANDLE) -> io::Result<()> {
         // SAFETY: per the contract, `ov` points to a live `Op` nobody else uses.
         let op = unsafe { &mut *ov.cast::<Op>() };
-        // SAFETY (each arm): `op` is boxed and stays put until its packet is
-        // dequeued, so the buffers and addresses the call is given outlive it.
-        let started = match &op.req {
-            Request::Recv(_) => unsafe { socket::start_recv(op, raw) },
-            Request::Send(_) => unsafe { socket::start_send(op, raw) },
-            Request::Accept => unsafe { socket::start_accept(op, raw) },
-            Request::Connect(_) => unsafe { socket::start_connect(op, raw) },
-            Request::Read(..) => unsafe { file::start_read(op, raw) },
-            Request::Write(..) => unsafe { file::start_write(op, raw) },
+        // SAFETY: `op` is boxed and stays put until its packet is dequeued,
+        // so the buffers and addresses each call is given outlive the call's
+        // kernel work; `raw` is open until then (per this function's contract).
+        let started = unsafe {
+            match &op.req {
+                Request::Recv(_) => socket::start_recv(op, raw),
+                Request::Send(_) => socket::start_send(op, raw),
+                Request::Accept => socket::start_accept(op, raw),
+                Request::Connect(_) => socket::start_connect(op, raw),
+                Request::Read(..) => file::start_read(op, raw),
+                Request::Write(..) => file::start_write(op, raw),
+            }
         };
         match started {
             Ok(None) => Ok(()),
