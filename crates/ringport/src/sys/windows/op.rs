@@ -3,7 +3,7 @@
 //! kernel ([`Op::into_kernel`]) and back ([`Op::from_kernel`]).
 
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use windows_sys::Win32::Foundation::{ERROR_HANDLE_EOF, HANDLE};
@@ -129,11 +129,42 @@ impl Op {
 
     /// Turns the dequeued packet into the completion, handing back everything
     /// the operation owned. `bytes` is the packet's byte count.
-    pub(super) fn finish(self: Box<Op>, bytes: u32) -> Completion {
-        let result = self.result(bytes);
-        let mut op = *self;
+    pub(super) fn finish(mut self: Box<Op>, bytes: u32) -> Completion {
         let mut accepted = None;
-        let result = result.and_then(|n| match &mut op.req {
+        let result = match self.result(bytes) {
+            Ok(n) => self.apply(n, &mut accepted),
+            Err(e) => Err(e),
+        };
+        // Off the handle's list (which may close the descriptor) only now that
+        // the socket calls above are done, and before the OVERLAPPED is freed
+        // below, so that no `CancelIoEx` can name freed memory.
+        self.handle.op_done(self.id);
+        let Op {
+            id,
+            user,
+            handle,
+            req,
+            ..
+        } = *self;
+        Completion {
+            kind: req.kind(),
+            key: handle.key(),
+            user,
+            id: Some(OpId(id)),
+            result,
+            buf: req.into_buf(),
+            handle: Some(Handle { inner: handle }),
+            accepted,
+        }
+    }
+
+    /// What a successful packet means for each kind of operation.
+    fn apply(
+        &mut self,
+        n: usize,
+        accepted: &mut Option<(TcpStream, SocketAddr)>,
+    ) -> io::Result<usize> {
+        match &mut self.req {
             Request::Recv(buf) | Request::Read(buf, _) => {
                 debug_assert!(n <= buf.capacity() - buf.len());
                 // SAFETY: the kernel wrote `n` bytes into the spare capacity
@@ -142,24 +173,12 @@ impl Op {
                 Ok(n)
             }
             Request::Accept => {
-                let state = op.accept.take().expect("accept state");
-                accepted = Some(socket::finish_accept(*state, op.handle.raw())?);
+                let state = self.accept.take().expect("accept state");
+                *accepted = Some(socket::finish_accept(*state, self.handle.raw())?);
                 Ok(0)
             }
-            Request::Connect(_) => socket::finish_connect(op.handle.raw()).map(|()| 0),
+            Request::Connect(_) => socket::finish_connect(self.handle.raw()).map(|()| 0),
             Request::Send(_) | Request::Write(..) => Ok(n),
-        });
-        op.handle.op_done(op.id);
-        let accepted: Option<(TcpStream, std::net::SocketAddr)> = accepted;
-        Completion {
-            kind: op.req.kind(),
-            key: op.handle.key(),
-            user: op.user,
-            id: Some(OpId(op.id)),
-            result,
-            buf: op.req.into_buf(),
-            handle: Some(Handle { inner: op.handle }),
-            accepted,
         }
     }
 

@@ -408,6 +408,9 @@ impl Port {
 impl Drop for Port {
     fn drop(&mut self) {
         self.close();
+        // A post that raced with `close` may have slipped in after its drain;
+        // nobody waits now, so this takes it back at once.
+        self.drain();
         // SAFETY: nothing else can use the port now: every `CompletionPort`
         // and every handle's reference to it is gone.
         unsafe { CloseHandle(self.raw.0) };
