@@ -30,6 +30,6 @@ if [[ ! -f $sys32/bcryptprimitives.dll || $shim -nt $sys32/bcryptprimitives.dll 
 fi
 
 status=0
-"$wine64" "$@" </dev/null || status=$?
+"$wine64" "$@" || status=$?
 "$wineserver" -w
 exit $status
