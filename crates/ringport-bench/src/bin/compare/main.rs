@@ -144,7 +144,7 @@ fn measure_all(cfg: &Config) -> Vec<Row> {
                         s.msgs_per_sec, s.mb_per_sec, s.p99_us, s.cpu_us_per_msg
                     );
                     row.banner = banner;
-                    row.samples.push(s);
+                    row.samples.push((run, s));
                 }
                 Err(e) => {
                     eprintln!("failed: {e}");

@@ -4,11 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::measure::Sample;
-use crate::report::Row;
-
-/// Picks one figure out of a sample.
-type Metric = fn(&Sample) -> f64;
+use crate::report::{Metric, Row};
 
 const COLORS: [RGBColor; 5] = [
     RGBColor(0xd6, 0x27, 0x28),
@@ -66,7 +62,7 @@ fn chart<DB: DrawingBackend>(
     };
     let mut servers: Vec<&str> = Vec::new();
     rows.iter().for_each(|r| {
-        if !servers.contains(&r.server) {
+        if !servers.contains(&r.server) && r.median().is_some() {
             servers.push(r.server);
         }
     });
@@ -85,6 +81,7 @@ fn chart<DB: DrawingBackend>(
         .x_desc("server threads")
         .x_labels(xmax as usize + 2)
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| short(*y))
         .draw()
         .map_err(|e| err(&e))?;
     for (k, server) in servers.iter().enumerate() {
@@ -106,4 +103,13 @@ fn chart<DB: DrawingBackend>(
         .border_style(BLACK)
         .draw()
         .map_err(|e| err(&e))
+}
+
+/// 150k for large values, 6.1 for small ones.
+fn short(y: f64) -> String {
+    if y >= 1000.0 {
+        format!("{:.0}k", y / 1000.0)
+    } else {
+        format!("{y:.1}")
+    }
 }

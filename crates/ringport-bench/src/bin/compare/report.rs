@@ -12,14 +12,15 @@ pub struct Row {
     pub threads: usize,
     pub server: &'static str,
     pub banner: String,
-    pub samples: Vec<Sample>,
+    /// (run number, what it measured), for the runs that succeeded.
+    pub samples: Vec<(usize, Sample)>,
     pub failures: Vec<String>,
 }
 
 impl Row {
     /// The median of each field over the runs, taken field by field.
     pub fn median(&self) -> Option<Sample> {
-        let m = |f: fn(&Sample) -> f64| median(&self.samples.iter().map(f).collect::<Vec<_>>());
+        let m = |f: Metric| median(&self.samples.iter().map(|(_, s)| f(s)).collect::<Vec<_>>());
         Some(Sample {
             msgs_per_sec: m(|s| s.msgs_per_sec)?,
             mb_per_sec: m(|s| s.mb_per_sec)?,
@@ -37,10 +38,27 @@ impl Row {
     }
 }
 
-fn peer(rows: &[Row], row: &Row, name: &str) -> Option<Sample> {
-    rows.iter()
-        .find(|r| r.server == name && r.same_cell(row))
-        .and_then(Row::median)
+/// Picks one figure out of a sample.
+pub type Metric = fn(&Sample) -> f64;
+
+/// `row`'s figure over its peer's, taken within each run (the two servers were
+/// measured back to back), then the median of those per-run ratios.
+fn peer_ratio(rows: &[Row], row: &Row, name: &str, f: Metric) -> Option<f64> {
+    let peer = rows.iter().find(|r| r.server == name && r.same_cell(row))?;
+    paired_ratio(row, peer, f)
+}
+
+/// The median over runs of `a`'s figure over `b`'s in the same run.
+fn paired_ratio(a: &Row, b: &Row, f: Metric) -> Option<f64> {
+    let per_run: Vec<f64> = a
+        .samples
+        .iter()
+        .filter_map(|(run, s)| {
+            let (_, p) = b.samples.iter().find(|(r, _)| r == run)?;
+            ratio(f(s), f(p))
+        })
+        .collect();
+    median(&per_run)
 }
 
 fn ratio(a: f64, b: f64) -> Option<f64> {
@@ -72,11 +90,7 @@ pub fn markdown(rows: &[Row]) -> String {
             ));
             continue;
         };
-        let t = peer(rows, row, "tokio");
-        let c = peer(rows, row, "ceiling");
-        let vs = |p: Option<Sample>, f: fn(&Sample) -> f64| {
-            fmt_ratio(p.and_then(|p| ratio(f(&m), f(&p))))
-        };
+        let vs = |p: &str, f: Metric| fmt_ratio(peer_ratio(rows, row, p, f));
         s.push_str(&format!(
             "| {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0}% | {} | {} | {} | {} | {} | {} |\n",
             row.scenario.label(),
@@ -88,14 +102,20 @@ pub fn markdown(rows: &[Row]) -> String {
             m.p99_us,
             m.cpu_us_per_msg,
             m.cpu_util * 100.0,
-            vs(t, |x| x.msgs_per_sec),
-            vs(t, |x| x.cpu_us_per_msg),
-            vs(t, |x| x.p99_us),
-            vs(c, |x| x.msgs_per_sec),
-            vs(c, |x| x.mb_per_sec),
-            vs(c, |x| x.cpu_us_per_msg),
+            vs("tokio", |x| x.msgs_per_sec),
+            vs("tokio", |x| x.cpu_us_per_msg),
+            vs("tokio", |x| x.p99_us),
+            vs("ceiling", |x| x.msgs_per_sec),
+            vs("ceiling", |x| x.mb_per_sec),
+            vs("ceiling", |x| x.cpu_us_per_msg),
         ));
     }
+    s.push_str(
+        "\nMedians of the runs. Ratios: each server over its peer measured back to back \
+         in the same run, median of those per-run ratios (msgs/s, MB/s: higher is better; \
+         CPU/msg, p99: lower is better). Server CPU = utime + stime from /proc over the \
+         measured window; 100% = one core.\n",
+    );
     s.push_str(&scaling(rows));
     s
 }
@@ -112,7 +132,7 @@ fn scaling(rows: &[Row]) -> String {
         return String::new();
     }
     let mut s =
-        format!("\n| load | server | msgs/s gain, {lo} → {hi} server threads |\n|---|---|---:|\n");
+        format!("\n| load | server | msgs/s gain, {lo} → {hi} server threads (median of per-run ratios) |\n|---|---|---:|\n");
     for row in rows.iter().filter(|r| r.threads == lo) {
         let hi_row = rows.iter().find(|r| {
             r.threads == hi
@@ -120,10 +140,7 @@ fn scaling(rows: &[Row]) -> String {
                 && r.scenario.size == row.scenario.size
                 && r.scenario.connections == row.scenario.connections
         });
-        let gain = hi_row
-            .and_then(Row::median)
-            .zip(row.median())
-            .and_then(|(h, l)| ratio(h.msgs_per_sec, l.msgs_per_sec));
+        let gain = hi_row.and_then(|h| paired_ratio(h, row, |s| s.msgs_per_sec));
         s.push_str(&format!(
             "| {} | {} | {} |\n",
             row.scenario.label(),
@@ -150,10 +167,22 @@ pub fn to_json(rows: &[Row], meta: serde_json::Value) -> serde_json::Value {
                 "connections": r.scenario.connections, "size": r.scenario.size,
                 "server_threads": r.threads, "server": r.server, "banner": r.banner,
                 "median": r.median().as_ref().map(sample),
-                "runs": r.samples.iter().map(sample).collect::<Vec<_>>(),
+                "runs": r.samples.iter().map(|(_, s)| sample(s)).collect::<Vec<_>>(),
+                "vs_tokio": ratios(rows, r, "tokio"),
+                "vs_ceiling": ratios(rows, r, "ceiling"),
                 "failures": r.failures,
             })
         })
         .collect();
     json!({ "meta": meta, "results": results })
+}
+
+/// The per-run-median ratios of one row against a peer, as JSON.
+fn ratios(rows: &[Row], row: &Row, peer: &str) -> serde_json::Value {
+    json!({
+        "msgs_per_sec": peer_ratio(rows, row, peer, |s| s.msgs_per_sec),
+        "mb_per_sec": peer_ratio(rows, row, peer, |s| s.mb_per_sec),
+        "p99_us": peer_ratio(rows, row, peer, |s| s.p99_us),
+        "server_cpu_us_per_msg": peer_ratio(rows, row, peer, |s| s.cpu_us_per_msg),
+    })
 }
