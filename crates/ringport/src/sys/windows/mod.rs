@@ -12,16 +12,21 @@
 //! - `op.rs`: one operation in flight (an `OVERLAPPED` first, then what it
 //!   owns), and the one hand-off of it to the kernel and back.
 //! - `socket.rs`, `file.rs`: the Win32 calls that start each operation.
-//! - `handle.rs`: associated handles, deferred close, one port per handle.
+//! - `owned.rs`: descriptors taken from std and socket2 types.
+//! - `associate.rs`: tying a descriptor to the port and untying it, and one
+//!   port per open file (R2).
+//! - `handle.rs`: associated handles, deferred close (R11).
 //! - `thread.rs`: which port the calling thread runs on (for `Stats::running`).
 //!
 //! No operation uses `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS`: every operation
 //! that was started completes through the port, even when the call finished
 //! at once, which keeps "exactly one packet per operation" trivially true.
 
+mod associate;
 mod file;
 mod handle;
 mod op;
+mod owned;
 mod port;
 mod socket;
 mod thread;
@@ -30,7 +35,8 @@ use std::io;
 
 use windows_sys::Win32::Foundation::ERROR_OPERATION_ABORTED;
 
-pub(crate) use handle::{Handle, Owned};
+pub(crate) use handle::Handle;
+pub(crate) use owned::Owned;
 pub(crate) use port::Port;
 
 /// `ERROR_OPERATION_ABORTED` (also `WSA_OPERATION_ABORTED`, the same number).

@@ -15,8 +15,9 @@ use windows_sys::Win32::System::IO::{
     OVERLAPPED_ENTRY,
 };
 
-use super::handle::{Handle, Owned};
+use super::handle::Handle;
 use super::op::{Op, IO_KEY};
+use super::owned::Owned;
 use super::thread::{self, Running};
 use crate::completion::{Completion, GetError, OpId, Packet, StartError};
 use crate::op::Request;
@@ -80,6 +81,9 @@ impl Port {
             unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, n) };
         if raw.is_null() {
             return Err(super::last_error());
+        }
+        if b.backend == Backend::Auto {
+            log::info!("ringport: using iocp: the Windows I/O completion port");
         }
         Ok(Port {
             raw: Raw(raw),
@@ -442,4 +446,26 @@ fn other_port() -> io::Error {
         io::ErrorKind::InvalidInput,
         "handle is associated with another port",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_round_up_to_whole_milliseconds() {
+        let now = Instant::now();
+        assert_eq!(millis_until(now), 0);
+        let ms = millis_until(now + Duration::from_micros(1500));
+        assert!((1..=2).contains(&ms), "{ms}");
+        let far = millis_until(now + Duration::from_secs(100 * 86_400));
+        assert_eq!(far, u32::MAX - 1, "never INFINITE by accident");
+    }
+
+    #[test]
+    fn keys_tell_packets_apart() {
+        assert_ne!(IO_KEY, POST_KEY);
+        assert_ne!(IO_KEY, WAKE_KEY);
+        assert_ne!(POST_KEY, WAKE_KEY);
+    }
 }
