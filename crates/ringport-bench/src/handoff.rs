@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ringport::{CompletionPort, Packet};
+use ringport::{Backend, CompletionPort, Packet};
 
 /// How many packets one batched dequeue takes at most.
 pub const BATCH: usize = 64;
@@ -68,17 +68,34 @@ impl fmt::Display for Pattern {
 /// Creating the port failed, a thread could not be spawned, or a packet was
 /// lost or came out of order.
 pub fn run(transport: Transport, pattern: Pattern, n: u64) -> io::Result<Duration> {
+    run_on(Backend::Auto, transport, pattern, n)
+}
+
+/// As [`run`], with the port on the given backend.
+///
+/// # Errors
+///
+/// As [`run`]; also when the backend is unavailable here.
+pub fn run_on(
+    backend: Backend,
+    transport: Transport,
+    pattern: Pattern,
+    n: u64,
+) -> io::Result<Duration> {
     match (transport, pattern) {
-        (Transport::Port, Pattern::PingPong) => port_ping_pong(n),
-        (Transport::Port, p) => port_stream(n, p == Pattern::StreamBatched),
+        (Transport::Port, Pattern::PingPong) => port_ping_pong(backend, n),
+        (Transport::Port, p) => port_stream(backend, n, p == Pattern::StreamBatched),
         (Transport::Channel, Pattern::PingPong) => channel_ping_pong(n),
         (Transport::Channel, p) => channel_stream(n, p == Pattern::StreamBatched),
     }
 }
 
-fn new_port() -> io::Result<CompletionPort> {
+fn new_port(backend: Backend) -> io::Result<CompletionPort> {
     // Two threads use each port; let both run.
-    CompletionPort::builder().concurrency(2).build()
+    CompletionPort::builder()
+        .concurrency(2)
+        .backend(backend)
+        .build()
 }
 
 fn packet(seq: u64) -> Packet {
@@ -120,8 +137,8 @@ where
     consumed
 }
 
-fn port_stream(n: u64, batched: bool) -> io::Result<Duration> {
-    let port = new_port()?;
+fn port_stream(backend: Backend, n: u64, batched: bool) -> io::Result<Duration> {
+    let port = new_port(backend)?;
     let rx = port.clone();
     pair(
         move || (0..n).try_for_each(|i| port.post(packet(i))),
@@ -171,8 +188,8 @@ fn channel_stream(n: u64, batched: bool) -> io::Result<Duration> {
     )
 }
 
-fn port_ping_pong(n: u64) -> io::Result<Duration> {
-    let (ping, pong) = (new_port()?, new_port()?);
+fn port_ping_pong(backend: Backend, n: u64) -> io::Result<Duration> {
+    let (ping, pong) = (new_port(backend)?, new_port(backend)?);
     let (ping2, pong2) = (ping.clone(), pong.clone());
     pair(
         // The echoing side: take from `ping`, hand back on `pong`.
@@ -233,7 +250,7 @@ mod tests {
     /// Each workload completes and checks its packets; speed is not asserted.
     #[test]
     fn every_workload_runs() {
-        if let Err(e) = new_port() {
+        if let Err(e) = new_port(Backend::Auto) {
             println!("SKIP handoff workloads: no completion port here: {e}");
             return;
         }

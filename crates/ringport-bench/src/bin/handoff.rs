@@ -9,11 +9,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use ringport::{Backend, CompletionPort};
 use ringport_bench::args::Args;
 use ringport_bench::handoff::{self, Pattern, Transport};
 use ringport_bench::{machine, stats};
 
-const USAGE: &str = "usage: handoff [--runs N (5)] [--count HAND-OFFS PER RUN (1000000)] [--json]";
+const USAGE: &str = "usage: handoff [--runs N (5)] [--count HAND-OFFS PER RUN (1000000)] \
+                     [--pattern stream|batched|ping-pong] [--backend auto|io_uring|epoll] [--json]";
 
 fn main() -> ExitCode {
     match run() {
@@ -30,28 +32,58 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let args =
-        Args::parse(std::env::args().skip(1), &["runs", "count"], &["json"]).map_err(|e| e.0)?;
+    let args = Args::parse(
+        std::env::args().skip(1),
+        &["runs", "count", "pattern", "backend"],
+        &["json"],
+    )
+    .map_err(|e| e.0)?;
     let runs: usize = args.get("runs", 5).map_err(|e| e.0)?;
     let count: u64 = args.get("count", 1_000_000).map_err(|e| e.0)?;
     if runs == 0 || count == 0 {
         return Err("--runs and --count must be at least 1".into());
     }
+    let backend: Backend = args
+        .str("backend")
+        .unwrap_or("auto")
+        .parse()
+        .map_err(|e: std::io::Error| e.to_string())?;
+    let port = CompletionPort::builder()
+        .backend(backend)
+        .build()
+        .map_err(|e| format!("no completion port on backend {backend}: {e}"))?;
     eprintln!("machine: {}", machine::describe());
+    eprintln!(
+        "port backend: {} ({})",
+        port.backend(),
+        port.backend_reason()
+    );
+    drop(port);
     eprintln!("{count} hand-offs per run, median of {runs} runs, port and channel interleaved");
     let mut rows = Vec::new();
-    for pattern in [Pattern::Stream, Pattern::StreamBatched, Pattern::PingPong] {
+    let patterns = match args.str("pattern") {
+        None => vec![Pattern::Stream, Pattern::StreamBatched, Pattern::PingPong],
+        Some("stream") => vec![Pattern::Stream],
+        Some("batched") => vec![Pattern::StreamBatched],
+        Some("ping-pong") => vec![Pattern::PingPong],
+        Some(p) => {
+            return Err(format!(
+                "--pattern {p:?}: expected stream, batched or ping-pong"
+            ))
+        }
+    };
+    for pattern in patterns {
         // Ping-pong wakes a sleeping thread per item; keep its runs short.
         let n = if pattern == Pattern::PingPong {
             (count / 50).max(1)
         } else {
             count
         };
-        let (port, chan) = measure(pattern, n, runs)?;
+        let (port, chan) = measure(backend, pattern, n, runs)?;
         rows.push((pattern, port, chan));
     }
     if args.has("json") {
-        print_json(&rows, count, runs);
+        print_json(&rows, count, runs, backend);
     } else {
         print_table(&rows);
     }
@@ -59,19 +91,21 @@ fn run() -> Result<(), String> {
 }
 
 /// Median rate (per second) for the port and the channel.
-fn measure(pattern: Pattern, n: u64, runs: usize) -> Result<(f64, f64), String> {
+fn measure(backend: Backend, pattern: Pattern, n: u64, runs: usize) -> Result<(f64, f64), String> {
     let mut port = Vec::new();
     let mut chan = Vec::new();
     // One warm-up of each, not counted.
     for t in [Transport::Port, Transport::Channel] {
-        handoff::run(t, pattern, n.min(100_000)).map_err(|e| format!("{t}, {pattern}: {e}"))?;
+        handoff::run_on(backend, t, pattern, n.min(100_000))
+            .map_err(|e| format!("{t}, {pattern}: {e}"))?;
     }
     for _ in 0..runs {
         for (t, v) in [
             (Transport::Port, &mut port),
             (Transport::Channel, &mut chan),
         ] {
-            let d = handoff::run(t, pattern, n).map_err(|e| format!("{t}, {pattern}: {e}"))?;
+            let d = handoff::run_on(backend, t, pattern, n)
+                .map_err(|e| format!("{t}, {pattern}: {e}"))?;
             v.push(rate(n, d));
         }
     }
@@ -105,7 +139,7 @@ fn print_table(rows: &[(Pattern, f64, f64)]) {
     }
 }
 
-fn print_json(rows: &[(Pattern, f64, f64)], count: u64, runs: usize) {
+fn print_json(rows: &[(Pattern, f64, f64)], count: u64, runs: usize, backend: Backend) {
     let results: Vec<_> = rows
         .iter()
         .map(|(p, port, chan)| {
@@ -117,7 +151,7 @@ fn print_json(rows: &[(Pattern, f64, f64)], count: u64, runs: usize) {
         })
         .collect();
     let doc = serde_json::json!({
-        "machine": machine::describe(), "count": count, "runs": runs, "results": results,
+        "machine": machine::describe(), "backend": backend.to_string(), "count": count, "runs": runs, "results": results,
     });
     println!("{doc}");
 }
