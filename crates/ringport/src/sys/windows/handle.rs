@@ -151,9 +151,9 @@ impl Handle {
             None if st.inflight.is_empty() => return Err(not_found()),
             None => std::ptr::null(),
         };
-        // SAFETY: the handle is open (close is deferred while operations are
-        // in flight), and `ov`, when not null, is an operation still in
-        // flight: it leaves `inflight` (under this lock) before it is freed.
+        // Close is deferred while operations are in flight, so the handle is
+        // open; an operation leaves `inflight` (under this lock) before it is freed.
+        // SAFETY: the handle is open and `ov` is null or still in flight.
         if unsafe { CancelIoEx(self.raw as HANDLE, ov) } == FALSE {
             let e = super::last_error();
             if e.raw_os_error() == Some(ERROR_NOT_FOUND as i32) {

@@ -100,9 +100,9 @@ impl Op {
     pub(super) unsafe fn issue(ov: *mut OVERLAPPED, raw: usize, port: HANDLE) -> io::Result<()> {
         // SAFETY: per the contract, `ov` points to a live `Op` nobody else uses.
         let op = unsafe { &mut *ov.cast::<Op>() };
-        // SAFETY: `op` is boxed and stays put until its packet is dequeued,
-        // so the buffers and addresses each call is given outlive the call's
-        // kernel work; `raw` is open until then (per this function's contract).
+        // `op` is boxed and stays put until its packet is dequeued, so the
+        // buffers and addresses each call is given outlive its kernel work.
+        // SAFETY: as above; `raw` is open until then (this function's contract).
         let started = unsafe {
             match &op.req {
                 Request::Recv(_) => socket::start_recv(op, raw),
