@@ -5,6 +5,7 @@ mod driver;
 mod epoll;
 mod handle;
 mod op;
+mod poller;
 mod port;
 mod thread;
 mod uring;

@@ -26,6 +26,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use super::driver::Wait;
 use super::op::Op;
+use super::poller::PollerLock;
 use super::waiters::lock;
 use crate::op::Request;
 
@@ -45,7 +46,7 @@ pub(crate) struct Uring {
     sq: Mutex<Sq>,
     /// Held by the reaping thread; the value is the kernel's count of dropped
     /// completions last seen.
-    cq: Mutex<u32>,
+    cq: PollerLock<u32>,
     wake_pending: AtomicBool,
     flags: &'static str,
 }
@@ -122,7 +123,7 @@ impl Uring {
             sq: Mutex::new(Sq {
                 backlog: VecDeque::new(),
             }),
-            cq: Mutex::new(0),
+            cq: PollerLock::new(0),
             wake_pending: AtomicBool::new(false),
             flags,
         })
@@ -293,14 +294,14 @@ impl Uring {
     /// entries are consumed here. Returns after at most one sleep.
     pub(crate) fn reap(&self, wait: Wait<'_>, out: &mut Vec<(u64, i32)>) -> io::Result<()> {
         let guard = match wait {
-            Wait::No => match self.cq.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
-            },
-            Wait::For(..) => lock(&self.cq),
+            Wait::No => self.cq.try_lock(),
+            // Gives up if the port serves this thread while it waits for the
+            // lock (see `PollerLock`).
+            Wait::For(t, still) => self.cq.lock_while(still, t),
         };
-        let mut dropped = guard;
+        let Some(mut dropped) = guard else {
+            return Ok(());
+        };
         let mut consumed = self.drain(out, &mut dropped)?;
         let mut result = Ok(());
         if let Wait::For(timeout, still) = wait {

@@ -28,7 +28,7 @@ mod sys;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use slab::Slab;
@@ -38,6 +38,7 @@ pub(crate) use self::source::Source;
 use super::driver::Wait;
 use super::handle::Handle;
 use super::op::Op;
+use super::poller::PollerLock;
 use super::waiters::lock;
 
 /// `epoll_event.u64` of the wake-up eventfd. Source keys never have the top
@@ -68,7 +69,7 @@ pub(crate) struct Epoll {
     waker: OwnedFd,
     sources: Mutex<Sources>,
     /// Held by the one thread that waits in `epoll_wait`; its event buffer.
-    poller: Mutex<Vec<libc::epoll_event>>,
+    poller: PollerLock<Vec<libc::epoll_event>>,
     /// Sources with a ready head, to try at the next flush.
     pending: Mutex<Vec<Arc<Source>>>,
     /// File operations to run at the next flush.
@@ -79,6 +80,7 @@ pub(crate) struct Epoll {
     wake_pending: AtomicBool,
     /// The poller is in (or about to enter) a sleeping `epoll_wait`.
     sleeping: AtomicBool,
+    max_events: usize,
 }
 
 impl std::fmt::Debug for Epoll {
@@ -109,18 +111,19 @@ impl Epoll {
             epfd,
             waker,
             sources: Mutex::default(),
-            poller: Mutex::new(vec![empty; events.clamp(1, MAX_EVENTS)]),
+            poller: PollerLock::new(vec![empty; events.clamp(1, MAX_EVENTS)]),
             pending: Mutex::default(),
             files: Mutex::default(),
             done: Mutex::default(),
             wake_pending: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
+            max_events: events.clamp(1, MAX_EVENTS),
         })
     }
 
     /// What the driver runs with, for the backend reason.
     pub(crate) fn describe(&self) -> String {
-        let events = lock(&self.poller).len();
+        let events = self.max_events;
         format!("edge-triggered, {events} events per wait")
     }
 
@@ -243,19 +246,22 @@ impl Epoll {
         let before = out.len();
         self.flush(out);
         self.take_done(out);
-        let mut events = match wait {
+        let (mut events, timeout) = match wait {
             Wait::No => match self.poller.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => return Ok(()),
+                Some(g) => (g, Some(Duration::ZERO)),
+                None => return Ok(()),
             },
-            Wait::For(..) => lock(&self.poller),
+            Wait::For(..) if out.len() > before => return Ok(()),
+            Wait::For(t, still) => match self.poller.lock_while(still, t) {
+                // Checked again with the lock held: the port may have served
+                // this thread while it waited.
+                Some(g) if still() => (g, t),
+                _ => return Ok(()),
+            },
         };
-        let timeout = match wait {
-            Wait::No => return self.poll(&mut events, Some(Duration::ZERO), out),
-            Wait::For(t, still) if out.len() == before && still() => t,
-            Wait::For(..) => return Ok(()),
-        };
+        if timeout == Some(Duration::ZERO) {
+            return self.poll(&mut events, timeout, out);
+        }
         // Paired with `deliver`: either it sees `sleeping` and wakes us, or we
         // see its results here and do not sleep.
         self.sleeping.store(true, SeqCst);

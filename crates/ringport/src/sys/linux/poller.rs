@@ -1,0 +1,161 @@
+//! The right to reap from the kernel: a mutex held by the one thread that
+//! sleeps there (the poller), which other threads only `try_lock`.
+//!
+//! A thread the port named poller may find the lock still held by the previous
+//! poller, which was woken (its wake-up is how the port hands it packets) but
+//! has not left yet; or a newer poller may take the lock first and sleep, after
+//! consuming that wake-up. A thread blocked inside `Mutex::lock` could then
+//! wait for the whole of the other's sleep even though the port served it
+//! meanwhile. So a thread that wants to sleep does not block on the mutex: it
+//! parks, is unparked each time the lock is released, and gives up as soon as
+//! the port says it is no longer the poller.
+
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use super::waiters::lock;
+
+/// A mutex whose waiters can give up while they wait.
+#[derive(Debug)]
+pub(crate) struct PollerLock<T> {
+    inner: Mutex<T>,
+    /// Threads parked until the lock is released.
+    contenders: Mutex<Vec<Thread>>,
+}
+
+/// Holds a [`PollerLock`]; releasing it unparks the threads waiting for it.
+#[derive(Debug)]
+pub(crate) struct PollerGuard<'a, T> {
+    guard: Option<MutexGuard<'a, T>>,
+    lock: &'a PollerLock<T>,
+}
+
+impl<T> PollerLock<T> {
+    pub(crate) fn new(value: T) -> PollerLock<T> {
+        PollerLock {
+            inner: Mutex::new(value),
+            contenders: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The lock if it is free now.
+    pub(crate) fn try_lock(&self) -> Option<PollerGuard<'_, T>> {
+        let guard = match self.inner.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(PollerGuard {
+            guard: Some(guard),
+            lock: self,
+        })
+    }
+
+    /// Waits for the lock while `still()` holds and `timeout` has not passed;
+    /// `None` once either fails.
+    pub(crate) fn lock_while(
+        &self,
+        still: &dyn Fn() -> bool,
+        timeout: Option<Duration>,
+    ) -> Option<PollerGuard<'_, T>> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            if let Some(g) = self.try_lock() {
+                return Some(g);
+            }
+            if !still() {
+                return None;
+            }
+            lock(&self.contenders).push(std::thread::current());
+            // Registered first, then tried again: a release in between has
+            // either left the lock free or will unpark this thread.
+            if let Some(g) = self.try_lock() {
+                return Some(g);
+            }
+            match deadline {
+                None => std::thread::park(),
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+                    _ => return None,
+                },
+            }
+        }
+    }
+}
+
+impl<T> std::ops::Deref for PollerGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.guard.as_ref().expect("held until drop")
+    }
+}
+
+impl<T> std::ops::DerefMut for PollerGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard.as_mut().expect("held until drop")
+    }
+}
+
+impl<T> Drop for PollerGuard<'_, T> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let waiting = std::mem::take(&mut *lock(&self.lock.contenders));
+        for t in waiting {
+            t.unpark();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_waiter_gives_up_when_no_longer_wanted() {
+        let lock = Arc::new(PollerLock::new(0u32));
+        let held = lock.try_lock().unwrap();
+        let wanted = Arc::new(AtomicBool::new(true));
+        let t = {
+            let (lock, wanted) = (lock.clone(), wanted.clone());
+            std::thread::spawn(move || {
+                let still = || wanted.load(Ordering::SeqCst);
+                lock.lock_while(&still, None).is_some()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        wanted.store(false, Ordering::SeqCst);
+        // The holder leaves and comes straight back (a new poller): the waiter
+        // is unparked by the release, sees it is not wanted, and returns.
+        drop(held);
+        let _again = lock.try_lock();
+        assert!(!t.join().unwrap());
+    }
+
+    #[test]
+    fn a_waiter_gets_the_lock_when_released() {
+        let lock = Arc::new(PollerLock::new(7u32));
+        let held = lock.try_lock().unwrap();
+        let t = {
+            let lock = lock.clone();
+            std::thread::spawn(move || lock.lock_while(&|| true, None).map(|g| *g))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(held);
+        assert_eq!(t.join().unwrap(), Some(7));
+    }
+
+    #[test]
+    fn a_waiter_times_out() {
+        let lock = PollerLock::new(());
+        let _held = lock.try_lock().unwrap();
+        let start = Instant::now();
+        assert!(lock
+            .lock_while(&|| true, Some(Duration::from_millis(30)))
+            .is_none());
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+}
