@@ -170,7 +170,10 @@ fn auto_falls_back_to_epoll_when_io_uring_is_refused() {
     log::set_max_level(log::LevelFilter::Info);
 
     let seen = in_refused_thread();
-    eprintln!("auto, io_uring refused: {:?}: {}", seen.backend, seen.reason);
+    eprintln!(
+        "auto, io_uring refused: {:?}: {}",
+        seen.backend, seen.reason
+    );
     eprintln!("forced io_uring, refused: {}", seen.forced);
 
     assert_eq!(seen.backend, Backend::Epoll, "reason: {}", seen.reason);

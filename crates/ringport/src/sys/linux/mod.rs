@@ -1,6 +1,7 @@
 //! Linux: the port core in user space (queue, LIFO waiters, concurrency),
 //! driving io_uring or, where that is unavailable, epoll.
 
+mod backend;
 mod driver;
 mod epoll;
 mod handle;

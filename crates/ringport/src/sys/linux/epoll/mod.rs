@@ -14,9 +14,13 @@
 //! - Files, which epoll cannot wait on, are read and written with
 //!   `pread`/`pwrite` by the same flush, in the thread that flushes.
 //! - One thread at a time waits in `epoll_wait` (the poller, holding the
-//!   `poller` lock); others only `try_lock` it. `wake` rings an eventfd that is
-//!   registered level-triggered, so a wake-up given before the poller sleeps
-//!   still ends that sleep: none is lost.
+//!   `poller` lock, a [`PollerLock`]); others only `try_lock` it. `wake` rings
+//!   an eventfd that is registered level-triggered, so a wake-up given before
+//!   the poller sleeps still ends that sleep: none is lost.
+//! - Cancelling removes an operation still waiting in its queue (it completes
+//!   with `ECANCELED`); one being tried finishes first, under the same lock. A
+//!   connect removed this way may still complete in the kernel: as with
+//!   `CancelIoEx` on `ConnectEx`, the socket should then be closed.
 //! - Results found by a thread other than the poller (an operation tried at
 //!   start, a flush) wait in `done` for the next reap; if the poller sleeps,
 //!   it is woken to take them.
