@@ -257,7 +257,9 @@ impl CompletionPort {
     /// association of the same socket. A `File` from std is opened for
     /// synchronous I/O, which a port cannot drive, so ringport opens it again
     /// with `FILE_FLAG_OVERLAPPED` (`ReOpenFile`, same access) and keeps the
-    /// caller's handle open beside it until the handle closes. When a handle
+    /// caller's handle open beside it until the handle closes (a file opened
+    /// without `FILE_SHARE_READ | FILE_SHARE_WRITE` cannot be opened again and
+    /// is refused with the sharing error). When a handle
     /// closes, ringport unties its socket from the port
     /// (`FileReplaceCompletionInformation`, Windows 8.1 and later) so that a
     /// duplicate that stays open can be associated again; where that is
