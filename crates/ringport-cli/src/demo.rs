@@ -20,7 +20,7 @@ pub struct Config {
     pub connections: usize,
     pub size: usize,
     pub pipeline: usize,
-    /// Server worker threads (0 = one per CPU).
+    /// Server worker threads (0 = one per CPU); default half the CPUs.
     pub server_threads: usize,
     pub client_threads: usize,
 }
@@ -34,10 +34,15 @@ impl Default for Config {
             connections: 50,
             size: 1024,
             pipeline: 1,
-            server_threads: 0,
-            client_threads: 1,
+            // Client and server share the machine: half the CPUs each.
+            server_threads: half_the_cpus(),
+            client_threads: half_the_cpus(),
         }
     }
+}
+
+fn half_the_cpus() -> usize {
+    (std::thread::available_parallelism().map_or(1, usize::from) / 2).max(1)
 }
 
 /// Runs the demo and prints the table; Ok(true) when every byte came back.

@@ -78,12 +78,12 @@ struct DemoArgs {
     /// Messages in flight per connection.
     #[arg(long, default_value = "1", value_parser = pipeline)]
     pipeline: usize,
-    /// Server worker threads [default: one per CPU].
+    /// Server worker threads [default: half the CPUs].
     #[arg(long, value_parser = threads)]
     server_threads: Option<usize>,
-    /// Client threads.
-    #[arg(long, default_value = "1", value_parser = threads)]
-    client_threads: usize,
+    /// Client threads [default: half the CPUs].
+    #[arg(long, value_parser = threads)]
+    client_threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +181,7 @@ fn main() -> ExitCode {
 }
 
 fn demo(a: DemoArgs) -> Result<bool> {
+    let d = demo::Config::default();
     demo::run(&demo::Config {
         backend: a.backend,
         duration: a.duration,
@@ -188,8 +189,8 @@ fn demo(a: DemoArgs) -> Result<bool> {
         connections: a.connections,
         size: a.size,
         pipeline: a.pipeline,
-        server_threads: a.server_threads.unwrap_or(0),
-        client_threads: a.client_threads,
+        server_threads: a.server_threads.unwrap_or(d.server_threads),
+        client_threads: a.client_threads.unwrap_or(d.client_threads),
     })
 }
 

@@ -24,6 +24,7 @@ pub struct Counters {
     pub(crate) bytes_echoed: AtomicU64,
     pub(crate) peak_conn_buffered: AtomicU64,
     pub(crate) workers_exited: AtomicU64,
+    pub(crate) shutdown_forced: AtomicU64,
 }
 
 impl Counters {
@@ -59,6 +60,7 @@ impl Counters {
             bytes_echoed: g(&self.bytes_echoed),
             peak_conn_buffered: g(&self.peak_conn_buffered),
             workers_exited: g(&self.workers_exited),
+            shutdown_forced: g(&self.shutdown_forced),
         }
     }
 
@@ -94,11 +96,14 @@ pub struct Snapshot {
     pub bytes_echoed: u64,
     pub peak_conn_buffered: u64,
     pub workers_exited: u64,
+    /// 1 when workers did not take their shutdown packets in time and the
+    /// port was closed under them.
+    pub shutdown_forced: u64,
 }
 
 impl Snapshot {
     /// Every counter as `(name, value)`, in a stable order.
-    pub fn fields(&self) -> [(&'static str, u64); 18] {
+    pub fn fields(&self) -> [(&'static str, u64); 19] {
         [
             ("accepted", self.accepted),
             ("closed", self.closed),
@@ -118,6 +123,7 @@ impl Snapshot {
             ("bytes_echoed", self.bytes_echoed),
             ("peak_conn_buffered", self.peak_conn_buffered),
             ("workers_exited", self.workers_exited),
+            ("shutdown_forced", self.shutdown_forced),
         ]
     }
 

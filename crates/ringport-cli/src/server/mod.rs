@@ -253,6 +253,18 @@ impl Server {
                 user: 0,
             });
         }
+        // A worker the port never hands its packet to (a lost wake-up in the
+        // port) must not hang the process: close the port, which wakes every
+        // waiter with `Closed`, and say so in the counters.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let threads = self.workers.len() as u64;
+        while s.counters.snapshot().workers_exited < threads && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if s.counters.snapshot().workers_exited < threads {
+            Counters::inc(&s.counters.shutdown_forced);
+            s.port.close();
+        }
         for w in self.workers.drain(..) {
             let _ = w.join();
         }

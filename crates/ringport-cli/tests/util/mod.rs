@@ -196,6 +196,11 @@ impl Counters {
             "an operation never completed: {self:?}"
         );
         assert_eq!(self.get("workers_exited"), threads, "{self:?}");
+        assert_eq!(
+            self.get("shutdown_forced"),
+            0,
+            "workers missed their shutdown packets: {self:?}"
+        );
     }
 }
 
