@@ -76,11 +76,15 @@ struct Config {
 fn run() -> Result<(), String> {
     let args = Args::parse(std::env::args().skip(1), FLAGS, &[]).map_err(|e| e.0)?;
     let cfg = config(&args)?;
-    eprintln!("machine: {}", machine::describe());
+    let before = machine::describe();
+    eprintln!("machine: {before}");
     let rows = measure_all(&cfg);
+    let after = machine::describe();
+    eprintln!("machine after: {after}");
     let md = report::markdown(&rows);
     let meta = serde_json::json!({
-        "machine": machine::describe(),
+        "machine_before": before,
+        "machine_after": after,
         "runs": cfg.runs,
         "duration_s": cfg.load.duration.as_secs_f64(),
         "warmup_s": cfg.load.warmup.as_secs_f64(),
@@ -153,7 +157,6 @@ fn measure_all(cfg: &Config) -> Vec<Row> {
             }
         }
     }
-    eprintln!("machine after: {}", machine::describe());
     rows
 }
 

@@ -6,13 +6,16 @@ use plotters::prelude::*;
 
 use crate::report::{Metric, Row};
 
-const COLORS: [RGBColor; 5] = [
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0xff, 0x7f, 0x0e),
-];
+/// One color per server, the same in every chart and every run.
+fn color(server: &str) -> RGBColor {
+    match server {
+        "ringport-io_uring" => RGBColor(0xd6, 0x27, 0x28),
+        "ringport-epoll" => RGBColor(0xff, 0x7f, 0x0e),
+        "tokio" => RGBColor(0x1f, 0x77, 0xb4),
+        "ceiling" => RGBColor(0x55, 0x55, 0x55),
+        _ => RGBColor(0x94, 0x67, 0xbd),
+    }
+}
 
 /// Draws a grid: one row per load, columns msgs/s and CPU µs/msg.
 ///
@@ -75,17 +78,23 @@ fn chart<DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.5..xmax + 0.5, 0.0..ymax)
+        .build_cartesian_2d(0.5..xmax + 1.4, 0.0..ymax)
         .map_err(|e| err(&e))?;
     c.configure_mesh()
         .x_desc("server threads")
         .x_labels(xmax as usize + 2)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&|x| {
+            if *x <= xmax + 0.01 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .y_label_formatter(&|y| short(*y))
         .draw()
         .map_err(|e| err(&e))?;
-    for (k, server) in servers.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
+    for server in &servers {
+        let color = color(server);
         let p = pts(server);
         c.draw_series(LineSeries::new(p.clone(), color.stroke_width(2)))
             .map_err(|e| err(&e))?
