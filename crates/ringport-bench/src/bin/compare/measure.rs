@@ -2,7 +2,7 @@
 //! server's CPU time over the measured window.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -88,9 +88,7 @@ fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Resul
     thread::sleep(load.duration);
     let cpu1 = proc::cpu_time(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
     let window = t0.elapsed();
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for the client: {e}"))?;
+    let out = wait_for_client(child, CLIENT_GRACE)?;
     let json = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -111,6 +109,33 @@ fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Resul
     };
     s.cpu_util = cpu / window.as_secs_f64();
     Ok(s)
+}
+
+/// How long the client may run past its warm-up and duration before it is
+/// killed (a server that stopped answering must not hang the whole comparison).
+/// Its output is small (one JSON line, no progress bar when piped), so it fits
+/// in the pipes while we poll.
+const CLIENT_GRACE: Duration = Duration::from_secs(30);
+
+fn wait_for_client(mut child: Child, grace: Duration) -> Result<Output, String> {
+    let deadline = Instant::now() + grace;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "client still running {grace:?} after its run; killed"
+                ));
+            }
+            Err(e) => return Err(format!("waiting for the client: {e}")),
+        }
+    }
+    child
+        .wait_with_output()
+        .map_err(|e| format!("reading the client's output: {e}"))
 }
 
 fn secs(d: Duration) -> String {
