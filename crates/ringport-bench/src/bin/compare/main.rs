@@ -33,6 +33,7 @@ usage: compare [--runs 3] [--duration 5] [--warmup 1] [--threads 1,2]
                [--servers ringport-io_uring,ringport-epoll,tokio,ceiling]
                [--loads 50x64,10x16384] [--pipeline 1] [--client-threads 1]
                [--bin-dir target/release] [--client PATH] [--svg PATH] [--json PATH]
+               [--syscalls (count the server's system calls with perf stat)]
 Build first: cargo build --release --workspace";
 
 const FLAGS: &[&str] = &[
@@ -74,7 +75,7 @@ struct Config {
 }
 
 fn run() -> Result<(), String> {
-    let args = Args::parse(std::env::args().skip(1), FLAGS, &[]).map_err(|e| e.0)?;
+    let args = Args::parse(std::env::args().skip(1), FLAGS, &["syscalls"]).map_err(|e| e.0)?;
     let cfg = config(&args)?;
     let before = machine::describe();
     eprintln!("machine: {before}");
@@ -90,6 +91,7 @@ fn run() -> Result<(), String> {
         "warmup_s": cfg.load.warmup.as_secs_f64(),
         "pipeline": cfg.load.pipeline,
         "client_threads": cfg.load.client_threads,
+        "syscalls_counted": cfg.load.syscalls,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     });
     let json = report::to_json(&rows, meta);
@@ -215,6 +217,7 @@ fn config(args: &Args) -> Result<Config, String> {
         warmup: Duration::from_secs_f64(warmup),
         pipeline: args.get("pipeline", 1).map_err(e)?,
         client_threads: args.get("client-threads", 1).map_err(e)?,
+        syscalls: args.has("syscalls"),
     };
     Ok(Config {
         runs,

@@ -35,6 +35,8 @@ pub struct Load {
     pub warmup: Duration,
     pub pipeline: usize,
     pub client_threads: usize,
+    /// Count the server's system calls in the window with `perf stat`.
+    pub syscalls: bool,
 }
 
 /// What one run measured.
@@ -48,6 +50,10 @@ pub struct Sample {
     pub cpu_us_per_msg: f64,
     /// Server CPU time over wall time in the window (1.0 = one core busy).
     pub cpu_util: f64,
+    /// `io_uring_enter` calls by the server per echoed message (`--syscalls`).
+    pub uring_enters_per_msg: Option<f64>,
+    /// Every system call by the server per echoed message (`--syscalls`).
+    pub syscalls_per_msg: Option<f64>,
 }
 
 /// Starts `server`, loads it with `client` for warm-up + duration, and stops it.
@@ -85,7 +91,12 @@ fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Resul
     thread::sleep(load.warmup);
     let cpu0 = proc::cpu_time(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
     let t0 = Instant::now();
-    thread::sleep(load.duration);
+    let counts = if load.syscalls {
+        Some(count_syscalls(srv.pid(), load.duration)?)
+    } else {
+        thread::sleep(load.duration);
+        None
+    };
     let cpu1 = proc::cpu_time(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
     let window = t0.elapsed();
     let out = wait_for_client(child, CLIENT_GRACE)?;
@@ -108,7 +119,41 @@ fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Resul
         f64::NAN
     };
     s.cpu_util = cpu / window.as_secs_f64();
+    if let (Some((enters, all)), true) = (counts, msgs > 0.0) {
+        s.uring_enters_per_msg = Some(enters as f64 / msgs);
+        s.syscalls_per_msg = Some(all as f64 / msgs);
+    }
     Ok(s)
+}
+
+const ENTER: &str = "syscalls:sys_enter_io_uring_enter";
+const ANY: &str = "raw_syscalls:sys_enter";
+
+/// Counts the system calls of every thread of `pid` for `window` with
+/// `perf stat` on the syscall tracepoints: (`io_uring_enter` calls, all calls).
+fn count_syscalls(pid: u32, window: Duration) -> Result<(u64, u64), String> {
+    let out = Command::new("perf")
+        .args(["stat", "-x,", "-e", &format!("{ENTER},{ANY}")])
+        .args(["-p", &pid.to_string(), "--", "sleep", &secs(window)])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("--syscalls needs perf (Debian: apt-get install linux-perf): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    parse_perf(&text).ok_or_else(|| format!("cannot read perf stat output: {}", text.trim()))
+}
+
+/// Reads `perf stat -x,` lines: `count,unit,event,...`; `<not counted>` is 0.
+pub fn parse_perf(text: &str) -> Option<(u64, u64)> {
+    let count = |event: &str| {
+        let line = text.lines().find(|l| l.split(',').nth(2) == Some(event))?;
+        let v = line.split(',').next()?;
+        Some(if v.starts_with('<') {
+            0
+        } else {
+            v.trim().parse().ok()?
+        })
+    };
+    Some((count(ENTER)?, count(ANY)?))
 }
 
 /// How long the client may run past its warm-up and duration before it is
@@ -177,6 +222,14 @@ mod tests {
         assert_eq!((s.msgs_per_sec, s.p99_us), (5.0, 3.0));
         assert!(parse_client(r#"{"msgs_per_sec":5.0,"errors":1}"#).is_err());
         assert!(parse_client("not json").is_err());
+    }
+
+    #[test]
+    fn perf_output() {
+        let t = "12,,syscalls:sys_enter_io_uring_enter,1,100.00,,\n\
+                 <not counted>,,raw_syscalls:sys_enter,0,100.00,,\n";
+        assert_eq!(parse_perf(t), Some((12, 0)));
+        assert_eq!(parse_perf("garbage"), None);
     }
 
     #[test]

@@ -28,7 +28,15 @@ impl Row {
             p99_us: m(|s| s.p99_us)?,
             cpu_us_per_msg: m(|s| s.cpu_us_per_msg)?,
             cpu_util: m(|s| s.cpu_util)?,
+            uring_enters_per_msg: self.optional(|s| s.uring_enters_per_msg),
+            syscalls_per_msg: self.optional(|s| s.syscalls_per_msg),
         })
+    }
+
+    /// The median of a figure only some runs have.
+    fn optional(&self, f: fn(&Sample) -> Option<f64>) -> Option<f64> {
+        let v: Vec<f64> = self.samples.iter().filter_map(|(_, s)| f(s)).collect();
+        median(&v)
     }
 
     fn same_cell(&self, other: &Row) -> bool {
@@ -117,6 +125,36 @@ pub fn markdown(rows: &[Row]) -> String {
          measured window; 100% = one core.\n",
     );
     s.push_str(&scaling(rows));
+    s.push_str(&syscalls(rows));
+    s
+}
+
+/// System calls per echoed message, when they were counted.
+fn syscalls(rows: &[Row]) -> String {
+    let counted: Vec<(&Row, Sample)> = rows
+        .iter()
+        .filter_map(|r| r.median().map(|m| (r, m)))
+        .filter(|(_, m)| m.syscalls_per_msg.is_some())
+        .collect();
+    if counted.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n| load | server threads | server | io_uring_enter per msg | system calls per msg |\n\
+         |---|---:|---|---:|---:|\n",
+    );
+    let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
+    for (r, m) in counted {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r.scenario.label(),
+            r.threads,
+            r.server,
+            f(m.uring_enters_per_msg),
+            f(m.syscalls_per_msg)
+        ));
+    }
+    s.push_str("\nCounted with `perf stat -e syscalls:sys_enter_io_uring_enter,raw_syscalls:sys_enter -p <server>` over the measured window.\n");
     s
 }
 
@@ -158,6 +196,8 @@ pub fn to_json(rows: &[Row], meta: serde_json::Value) -> serde_json::Value {
             "msgs_per_sec": s.msgs_per_sec, "mb_per_sec": s.mb_per_sec,
             "p50_us": s.p50_us, "p99_us": s.p99_us,
             "server_cpu_us_per_msg": s.cpu_us_per_msg, "server_cpu_util": s.cpu_util,
+            "io_uring_enter_per_msg": s.uring_enters_per_msg,
+            "syscalls_per_msg": s.syscalls_per_msg,
         })
     };
     let results: Vec<_> = rows
