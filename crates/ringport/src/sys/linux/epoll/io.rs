@@ -130,6 +130,17 @@ impl Io {
         }
     }
 
+    /// True when this receive, having returned `res`, emptied the socket: a
+    /// stream socket hands over all it holds, up to the buffer size, so a
+    /// short read means nothing more is there (data that arrives later raises
+    /// a new edge).
+    pub(super) fn drained(&self, res: i32) -> bool {
+        match self.call {
+            Call::Recv { len, .. } => res > 0 && (res as usize) < len,
+            _ => false,
+        }
+    }
+
     /// The result to report when the operation is cancelled: `None` means it
     /// never transferred anything and completes as cancelled; a send that
     /// already moved bytes completes with that count instead.

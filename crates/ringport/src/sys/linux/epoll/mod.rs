@@ -135,12 +135,13 @@ impl Epoll {
     /// by [`deregister`](Self::deregister) before the descriptor is closed.
     pub(crate) fn register(&self, fd: RawFd) -> std::io::Result<Arc<Source>> {
         sys::set_nonblocking(fd)?;
+        let stream = sys::is_stream(fd)?;
         let src = {
             let mut s = lock(&self.sources);
             s.next_gen = (s.next_gen + 1) & GEN_MASK;
             let gen = u64::from(s.next_gen);
             let entry = s.slab.vacant_entry();
-            let src = Arc::new(Source::new(fd, (gen << 32) | entry.key() as u64));
+            let src = Arc::new(Source::new(fd, (gen << 32) | entry.key() as u64, stream));
             entry.insert(src.clone());
             src
         };

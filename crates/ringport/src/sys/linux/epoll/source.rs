@@ -29,12 +29,14 @@ pub(super) struct Queues {
     write: VecDeque<Io>,
     readable: bool,
     writable: bool,
+    /// A stream socket: a short receive means it is drained.
+    stream: bool,
     /// On the driver's list of sources to try at the next flush.
     pub(super) scheduled: bool,
 }
 
 impl Source {
-    pub(super) fn new(fd: RawFd, key: u64) -> Source {
+    pub(super) fn new(fd: RawFd, key: u64, stream: bool) -> Source {
         Source {
             fd,
             key,
@@ -44,6 +46,7 @@ impl Source {
                 // Unknown until a call says otherwise: try first.
                 readable: true,
                 writable: true,
+                stream,
                 scheduled: false,
             }),
         }
@@ -80,6 +83,7 @@ impl Queues {
     /// Every queued `Io` names an `Op` still in the port's slab (the driver
     /// reports a token only after removing its `Io` from the queue).
     pub(super) unsafe fn run(&mut self, out: &mut Vec<(u64, i32)>) {
+        let stream = self.stream;
         for dir in [Dir::Read, Dir::Write] {
             let (q, ready) = self.dir(dir);
             while *ready {
@@ -87,6 +91,8 @@ impl Queues {
                 // SAFETY: forwarded from this function's contract.
                 match unsafe { io.attempt() } {
                     Attempt::Done(res) => {
+                        // Saves the call that would only say EAGAIN.
+                        *ready = !(stream && io.drained(res));
                         let token = io.token;
                         q.pop_front();
                         out.push((token, res));

@@ -89,6 +89,23 @@ pub(super) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// True for a `SOCK_STREAM` socket.
+pub(super) fn is_stream(fd: RawFd) -> io::Result<bool> {
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `ty` and `len` are valid for writes of the sizes given.
+    syscall(|| unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(ty == libc::SOCK_STREAM)
+}
+
 /// Adds one to the eventfd counter.
 pub(super) fn eventfd_signal(fd: RawFd) -> io::Result<()> {
     let one: u64 = 1;
