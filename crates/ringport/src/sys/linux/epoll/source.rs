@@ -125,3 +125,114 @@ impl Queues {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::Request;
+    use crate::sys::linux::handle::{Handle, Owned};
+    use crate::sys::linux::op::Op;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    /// A non-blocking stream pair: (the side the queues work on, its peer).
+    fn pair() -> (UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn op(fd: RawFd, req: Request, user: u64) -> Box<Op> {
+        let (_x, y) = UnixStream::pair().unwrap();
+        let owned = Owned::from_io(std::fs::File::from(std::os::fd::OwnedFd::from(y))).unwrap();
+        let handle = Arc::new(Handle::new(owned, 0, std::sync::Weak::new()).unwrap());
+        Op::new(req, user, handle, fd)
+    }
+
+    fn recv(ops: &mut Vec<Box<Op>>, fd: RawFd, cap: usize, token: u64) -> Io {
+        ops.push(op(fd, Request::Recv(Vec::with_capacity(cap)), token));
+        Io::prepare(ops.last_mut().unwrap(), token)
+    }
+
+    #[test]
+    fn receives_wait_for_readiness_in_fifo_order() {
+        let (a, mut b) = pair();
+        let src = Source::new(a.as_raw_fd(), 1, true);
+        let mut ops = Vec::new();
+        let mut q = src.lock();
+        assert!(
+            q.push(recv(&mut ops, a.as_raw_fd(), 4, 10), Dir::Read),
+            "head, ready"
+        );
+        assert!(
+            !q.push(recv(&mut ops, a.as_raw_fd(), 4, 11), Dir::Read),
+            "behind"
+        );
+        let mut out = Vec::new();
+        // SAFETY: the ops the queued `Io`s point into live in `ops` until the end.
+        unsafe { q.run(&mut out) };
+        assert!(out.is_empty(), "nothing to read: EAGAIN, both wait");
+        assert!(!q.runnable());
+        b.write_all(b"abcdef").unwrap();
+        q.on_event(libc::EPOLLIN as u32);
+        // SAFETY: as above.
+        unsafe { q.run(&mut out) };
+        // The first takes a full buffer, the second the short rest, which
+        // also says the socket is drained.
+        assert_eq!(out, [(10, 4), (11, 2)]);
+        assert!(!q.runnable());
+        assert!(q.remove(11).is_none(), "finished operations are gone");
+    }
+
+    #[test]
+    fn cancel_removes_only_waiting_operations() {
+        let (a, _b) = pair();
+        let src = Source::new(a.as_raw_fd(), 1, true);
+        let mut ops = Vec::new();
+        let mut q = src.lock();
+        q.push(recv(&mut ops, a.as_raw_fd(), 4, 20), Dir::Read);
+        q.push(recv(&mut ops, a.as_raw_fd(), 4, 21), Dir::Read);
+        let mut out = Vec::new();
+        // SAFETY: the ops live in `ops` until the end of the test.
+        unsafe { q.run(&mut out) };
+        let io = q.remove(20).expect("still waiting");
+        assert_eq!(io.cancel_result(), None, "completes as cancelled");
+        assert!(q.remove(20).is_none());
+        assert!(q.remove(21).is_some());
+    }
+
+    #[test]
+    fn sends_complete_whole_or_wait_for_room() {
+        let (a, _b) = pair();
+        let src = Source::new(a.as_raw_fd(), 1, true);
+        let mut ops = vec![op(a.as_raw_fd(), Request::Send(vec![7; 8 << 20]), 30)];
+        let mut q = src.lock();
+        q.push(Io::prepare(&mut ops[0], 30), Dir::Write);
+        let mut out = Vec::new();
+        // SAFETY: the op lives in `ops` until the end of the test.
+        unsafe { q.run(&mut out) };
+        assert!(out.is_empty(), "8 MiB does not fit the socket buffer");
+        let io = q.remove(30).expect("waiting for room");
+        let sent = io.cancel_result().expect("some bytes went");
+        assert!(sent > 0 && (sent as usize) < 8 << 20, "{sent}");
+    }
+
+    #[test]
+    fn events_set_readiness_by_direction() {
+        let (a, _b) = pair();
+        let src = Source::new(a.as_raw_fd(), 1, true);
+        let mut ops = Vec::new();
+        let mut q = src.lock();
+        q.push(recv(&mut ops, a.as_raw_fd(), 4, 40), Dir::Read);
+        let mut out = Vec::new();
+        // SAFETY: the ops live in `ops` until the end of the test.
+        unsafe { q.run(&mut out) };
+        assert!(!q.runnable());
+        q.on_event(libc::EPOLLOUT as u32);
+        assert!(!q.runnable(), "writability does not wake a receive");
+        q.on_event(libc::EPOLLHUP as u32);
+        assert!(q.runnable(), "a hang-up wakes both directions");
+    }
+}
