@@ -151,6 +151,8 @@ mod tests {
         Op::new(req, user, handle, fd)
     }
 
+    // The boxes keep each `Op` at its address while the vector grows.
+    #[allow(clippy::vec_box)]
     fn recv(ops: &mut Vec<Box<Op>>, fd: RawFd, cap: usize, token: u64) -> Io {
         ops.push(op(fd, Request::Recv(Vec::with_capacity(cap)), token));
         Io::prepare(ops.last_mut().unwrap(), token)
@@ -207,7 +209,7 @@ mod tests {
     fn sends_complete_whole_or_wait_for_room() {
         let (a, _b) = pair();
         let src = Source::new(a.as_raw_fd(), 1, true);
-        let mut ops = vec![op(a.as_raw_fd(), Request::Send(vec![7; 8 << 20]), 30)];
+        let mut ops = [op(a.as_raw_fd(), Request::Send(vec![7; 8 << 20]), 30)];
         let mut q = src.lock();
         q.push(Io::prepare(&mut ops[0], 30), Dir::Write);
         let mut out = Vec::new();
