@@ -10,6 +10,7 @@
 //!   server, the ceiling reference of DESIGN.md section 5).
 //! - `compare`: runs `ringport bench --json` against each server and reports
 //!   throughput, latency and server CPU time per message, as ratios.
+//! - `idle`: the server memory that each idle connection costs.
 //!
 //! Benchmarks are not tests: nothing here asserts a speed.
 
@@ -17,4 +18,5 @@ pub mod args;
 pub mod handoff;
 pub mod machine;
 pub mod proc;
+pub mod server;
 pub mod stats;

@@ -20,6 +20,48 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
     Ok(ticks_to_duration(ticks, clock_ticks_per_second()))
 }
 
+/// Resident memory of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
+///
+/// # Errors
+///
+/// The process is gone or the file is malformed.
+pub fn rss_bytes(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_rss_kib(&status).map(|k| k * 1024).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no VmRSS in /proc/{pid}/status"),
+        )
+    })
+}
+
+/// The `VmRSS:` line of a `/proc/<pid>/status`, in KiB.
+pub fn parse_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit
+/// (children inherit it); returns the new soft limit.
+///
+/// # Errors
+///
+/// The OS refused.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    // SAFETY: rlimit is plain data, filled by getrlimit below.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit with soft <= hard.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur as u64)
+}
+
 /// `utime + stime` in clock ticks from the text of a `/proc/<pid>/stat`.
 ///
 /// The command name (field 2) is in parentheses and may hold spaces, so the
@@ -58,6 +100,13 @@ mod tests {
         assert_eq!(parse_stat_ticks(s), Some(300));
         assert_eq!(parse_stat_ticks("garbage"), None);
         assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn rss_line() {
+        assert_eq!(parse_rss_kib("Name:\tx\nVmRSS:\t  1234 kB\n"), Some(1234));
+        assert_eq!(parse_rss_kib("Name:\tx\n"), None);
+        assert!(rss_bytes(std::process::id()).unwrap() > 0);
     }
 
     #[test]

@@ -15,7 +15,6 @@
 mod measure;
 mod plot;
 mod report;
-mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +25,7 @@ use ringport_bench::machine;
 
 use measure::{Load, Scenario};
 use report::Row;
-use server::ServerKind;
+use ringport_bench::server::ServerKind;
 
 const USAGE: &str = "\
 usage: compare [--runs 3] [--duration 5] [--warmup 1] [--threads 1,2]
@@ -194,7 +193,7 @@ fn config(args: &Args) -> Result<Config, String> {
     let names = args
         .str("servers")
         .unwrap_or("ringport-io_uring,ringport-epoll,tokio,ceiling");
-    let servers = list(names, "--servers", |s| server_kind(s, &bin_dir))?;
+    let servers = list(names, "--servers", |s| ServerKind::by_name(s, &bin_dir))?;
     let client = args
         .str("client")
         .map_or_else(|| bin_dir.join("ringport"), PathBuf::from);
@@ -242,20 +241,4 @@ fn own_dir() -> Result<PathBuf, String> {
     exe.parent()
         .map(Path::to_path_buf)
         .ok_or_else(|| "this program has no directory".into())
-}
-
-fn server_kind(name: &str, dir: &Path) -> Option<ServerKind> {
-    let serve = |backend: &str| vec!["serve".to_string(), "--backend".into(), backend.into()];
-    let (name, program, args): (&'static str, &str, Vec<String>) = match name {
-        "ringport-io_uring" | "ringport" => ("ringport-io_uring", "ringport", serve("io_uring")),
-        "ringport-epoll" => ("ringport-epoll", "ringport", serve("epoll")),
-        "tokio" => ("tokio", "tokio_echo", Vec::new()),
-        "ceiling" => ("ceiling", "uring_echo", Vec::new()),
-        _ => return None,
-    };
-    Some(ServerKind {
-        name,
-        program: dir.join(program),
-        args,
-    })
 }

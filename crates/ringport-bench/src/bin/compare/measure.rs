@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ringport_bench::proc;
 
-use crate::server::{Running, ServerKind};
+use ringport_bench::server::{Running, ServerKind};
 
 /// A load shape.
 #[derive(Clone, Copy, Debug)]

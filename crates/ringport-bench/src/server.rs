@@ -1,8 +1,8 @@
-//! Starting a server, finding its address, reading its CPU time, stopping it.
+//! Starting an echo server under test, finding its address, stopping it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -16,22 +16,50 @@ const START_LIMIT: Duration = Duration::from_secs(10);
 pub struct ServerKind {
     /// Short name used in tables: `ringport-io_uring`, `tokio`, `ceiling`.
     pub name: &'static str,
+    /// The executable.
     pub program: PathBuf,
     /// Arguments before `--addr` and `--threads`.
     pub args: Vec<String>,
 }
 
 /// A running server.
+#[derive(Debug)]
 pub struct Running {
     child: Child,
+    /// Where it listens.
     pub addr: SocketAddr,
     /// What it printed after its address (the backend and setup).
     pub banner: String,
 }
 
 impl ServerKind {
+    /// The servers this crate knows by name, with their binaries in `dir`:
+    /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `tokio`, `ceiling`.
+    pub fn by_name(name: &str, dir: &Path) -> Option<ServerKind> {
+        let serve = |backend: &str| vec!["serve".to_string(), "--backend".into(), backend.into()];
+        let (name, program, args): (&'static str, &str, Vec<String>) = match name {
+            "ringport-io_uring" | "ringport" => {
+                ("ringport-io_uring", "ringport", serve("io_uring"))
+            }
+            "ringport-epoll" => ("ringport-epoll", "ringport", serve("epoll")),
+            "tokio" => ("tokio", "tokio_echo", Vec::new()),
+            "ceiling" => ("ceiling", "uring_echo", Vec::new()),
+            _ => return None,
+        };
+        Some(ServerKind {
+            name,
+            program: dir.join(program),
+            args,
+        })
+    }
+
     /// Starts the server on an ephemeral loopback port with `threads` threads
     /// and waits for its `listening on <addr>` line.
+    ///
+    /// # Errors
+    ///
+    /// It could not be started, or did not print that line within 10 s (the
+    /// message then holds the first line it wrote to stderr).
     pub fn start(&self, threads: usize) -> Result<Running, String> {
         let mut child = Command::new(&self.program)
             .args(&self.args)
@@ -104,6 +132,7 @@ pub fn parse_listening(line: &str) -> Option<(SocketAddr, String)> {
 }
 
 impl Running {
+    /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
