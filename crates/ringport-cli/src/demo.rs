@@ -57,11 +57,12 @@ pub fn run(cfg: &Config) -> Result<bool> {
         backend: cfg.backend,
         ..server::Config::default()
     })?;
+    let plural = if server.threads() == 1 { "" } else { "s" };
     println!(
-        "ringport demo: echo server on {} ({} worker threads, {}), {} connections x {} for {:.0} s",
+        "ringport demo: echo server on {} ({} worker thread{plural}, {}), {} connections x {} for {:.1} s",
         server.local_addr(),
         server.threads(),
-        server.backend_reason(),
+        server.backend(),
         cfg.connections,
         ui::bytes(cfg.size as u64),
         cfg.duration.as_secs_f64()

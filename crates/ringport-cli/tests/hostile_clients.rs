@@ -198,3 +198,32 @@ fn connections_over_the_limit_are_rejected() {
     assert_eq!(c.get("rejected"), 1, "{c:?}");
     c.assert_clean(1);
 }
+
+#[test]
+fn connection_storm_of_short_lived_clients() {
+    let Some(b) = util::backend() else { return };
+    const THREADS: usize = 8;
+    const EACH: usize = 250;
+    let server = Server::start(&b, &["--threads", "2", "--stats-interval", "0.1"]);
+    let addr = server.addr;
+    let storms: Vec<_> = (0..THREADS)
+        .map(|t| {
+            thread::spawn(move || {
+                for i in 0..EACH {
+                    let mut s = connect(addr);
+                    echo(&mut s, &[(t * EACH + i) as u8; 7]);
+                }
+            })
+        })
+        .collect();
+    for s in storms {
+        s.join().expect("storm thread");
+    }
+    // The last closes reach the server a moment after the clients return.
+    server.wait_for_no_active_connections();
+    let c = server.stop();
+    assert_eq!(c.get("accepted"), (THREADS * EACH) as u64, "{c:?}");
+    assert_eq!(c.get("closed_by_peer"), (THREADS * EACH) as u64, "{c:?}");
+    assert_eq!(c.get("accept_errors"), 0, "{c:?}");
+    c.assert_clean(2);
+}

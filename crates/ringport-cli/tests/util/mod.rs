@@ -138,6 +138,23 @@ impl Server {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
+    /// Waits (bounded) until a `stats:` line (needs `--stats-interval`)
+    /// newer than this call shows `active=0`.
+    pub fn wait_for_no_active_connections(&self) {
+        let seen = self.out.lock().unwrap().len();
+        let deadline = Instant::now() + LONG;
+        loop {
+            let idle = self.out.lock().unwrap()[seen..]
+                .iter()
+                .any(|l| l.starts_with("stats:") && l.contains(" active=0 "));
+            if idle {
+                return;
+            }
+            assert!(Instant::now() < deadline, "connections stayed open");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, wait (bounded), and parse the final `key=value` counters.
     pub fn stop(mut self) -> Counters {
         // SAFETY: kill only sends a signal to our own child's pid.
