@@ -15,7 +15,7 @@ use util::{connect, echo, Rng, Server};
 fn reset_mid_message_is_counted_and_survived() {
     let Some(b) = util::backend() else { return };
     const N: usize = 20;
-    let server = Server::start(&b, &["--threads", "2"]);
+    let server = Server::start(&b, &["--threads", "2", "--stats-interval", "0.1"]);
     for i in 0..N {
         let mut s = connect(server.addr);
         // Half of a "message": the server echoes it, so a receive is in
@@ -31,7 +31,7 @@ fn reset_mid_message_is_counted_and_survived() {
     let mut ok = connect(server.addr);
     echo(&mut ok, b"still here");
     drop(ok);
-    thread::sleep(Duration::from_millis(200));
+    server.wait_for_no_active_connections();
     let c = server.stop();
     assert_eq!(c.get("accepted"), N as u64 + 1);
     assert_eq!(c.get("reset"), N as u64, "{c:?}");
@@ -113,7 +113,17 @@ fn clients_that_never_read_are_paused_and_memory_stays_bounded() {
 #[test]
 fn slow_drip_senders_are_closed_by_the_idle_timeout() {
     let Some(b) = util::backend() else { return };
-    let server = Server::start(&b, &["--threads", "2", "--idle-timeout", "1"]);
+    let server = Server::start(
+        &b,
+        &[
+            "--threads",
+            "2",
+            "--idle-timeout",
+            "1",
+            "--stats-interval",
+            "0.1",
+        ],
+    );
     let addr = server.addr;
     // Drips: one byte, then silence longer than the timeout.
     let drips: Vec<_> = (0..5)
@@ -145,7 +155,7 @@ fn slow_drip_senders_are_closed_by_the_idle_timeout() {
         assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
     }
     drop(lively);
-    thread::sleep(Duration::from_millis(200));
+    server.wait_for_no_active_connections();
     let c = server.stop();
     assert_eq!(c.get("idle_timed_out"), 5, "{c:?}");
     assert_eq!(c.get("closed_by_peer"), 1, "{c:?}");

@@ -17,9 +17,13 @@ fn shutdown_under_load_loses_no_packet() {
     const CLIENTS: usize = 32;
     let server = Server::start(&b, &["--threads", "2", "--stats-interval", "0.2"]);
     let echoed = Arc::new(AtomicU64::new(0));
+    // Set by each client after its first echo, so every connection is
+    // accepted and busy when the signal comes.
+    let served: Vec<Arc<AtomicU64>> = (0..CLIENTS).map(|_| Arc::default()).collect();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let (addr, echoed) = (server.addr, echoed.clone());
+            let first = served[i].clone();
             thread::spawn(move || {
                 let mut s = connect(addr);
                 let mut rng = Rng(100 + i as u64);
@@ -44,11 +48,20 @@ fn shutdown_under_load_loses_no_packet() {
                     }
                     assert!(back == data, "echoed bytes differ");
                     echoed.fetch_add(1, Ordering::Relaxed);
+                    first.store(1, Ordering::Relaxed);
                 }
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(1000));
+    let deadline = std::time::Instant::now() + util::LONG;
+    while served.iter().any(|f| f.load(Ordering::Relaxed) == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a client was never served"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(500));
     assert!(
         echoed.load(Ordering::Relaxed) > 0,
         "no echo before shutdown"
