@@ -31,6 +31,11 @@ pub(super) struct Queues {
     writable: bool,
     /// A stream socket: a short receive means it is drained.
     stream: bool,
+    /// The peer's FIN (or an error) was seen: a short receive then ends just
+    /// before it, the next one returns 0, and no further edge will come, so
+    /// readability must not be cleared (tokio keeps READ_CLOSED for the same
+    /// reason).
+    read_closed: bool,
     /// On the driver's list of sources to try at the next flush.
     pub(super) scheduled: bool,
 }
@@ -47,6 +52,7 @@ impl Source {
                 readable: true,
                 writable: true,
                 stream,
+                read_closed: false,
                 scheduled: false,
             }),
         }
@@ -72,6 +78,7 @@ impl Queues {
         let readable = (libc::EPOLLIN | libc::EPOLLRDHUP | err) as u32;
         let writable = (libc::EPOLLOUT | err) as u32;
         self.readable |= events & readable != 0;
+        self.read_closed |= events & (libc::EPOLLRDHUP | err) as u32 != 0;
         self.writable |= events & writable != 0;
     }
 
@@ -83,7 +90,7 @@ impl Queues {
     /// Every queued `Io` names an `Op` still in the port's slab (the driver
     /// reports a token only after removing its `Io` from the queue).
     pub(super) unsafe fn run(&mut self, out: &mut Vec<(u64, i32)>) {
-        let stream = self.stream;
+        let short_read_drains = self.stream && !self.read_closed;
         for dir in [Dir::Read, Dir::Write] {
             let (q, ready) = self.dir(dir);
             while *ready {
@@ -92,7 +99,7 @@ impl Queues {
                 match unsafe { io.attempt() } {
                     Attempt::Done(res) => {
                         // Saves the call that would only say EAGAIN.
-                        *ready = !(stream && io.drained(res));
+                        *ready = !(short_read_drains && io.drained(res));
                         let token = io.token;
                         q.pop_front();
                         out.push((token, res));
@@ -186,6 +193,25 @@ mod tests {
         assert_eq!(out, [(10, 4), (11, 2)]);
         assert!(!q.runnable());
         assert!(q.remove(11).is_none(), "finished operations are gone");
+    }
+
+    /// The FIN already seen: a short read must not clear readability, or the
+    /// receive that would return 0 waits forever for an edge that never comes.
+    #[test]
+    fn a_short_read_before_the_fin_keeps_readability() {
+        let (a, mut b) = pair();
+        let src = Source::new(a.as_raw_fd(), 1, true);
+        let mut ops = Vec::new();
+        let mut q = src.lock();
+        b.write_all(b"abc").unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        q.on_event((libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
+        q.push(recv(&mut ops, a.as_raw_fd(), 8, 50), Dir::Read);
+        q.push(recv(&mut ops, a.as_raw_fd(), 8, 51), Dir::Read);
+        let mut out = Vec::new();
+        // SAFETY: the ops live in `ops` until the end of the test.
+        unsafe { q.run(&mut out) };
+        assert_eq!(out, [(50, 3), (51, 0)]);
     }
 
     #[test]
