@@ -207,3 +207,63 @@ fn demo_runs_and_exits_zero_without_a_progress_bar_when_piped() {
     );
     let _ = Duration::ZERO;
 }
+
+/// An echo server that flips one bit of the 1000th byte of each connection.
+fn corrupting_echo_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = 0usize;
+                loop {
+                    let n = match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if seen <= 1000 && 1000 < seen + n {
+                        buf[1000 - seen] ^= 0x10;
+                    }
+                    seen += n;
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn bench_fails_when_a_byte_comes_back_wrong() {
+    let Some(b) = util::backend() else { return };
+    let addr = corrupting_echo_server().to_string();
+    let out = run(&[
+        "bench",
+        "--addr",
+        &addr,
+        "--connections",
+        "2",
+        "--size",
+        "300",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--backend",
+        &b,
+        "--json",
+    ]);
+    assert!(!out.status.success(), "a wrong byte went unnoticed");
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).expect("JSON");
+    assert_eq!(v["failed_connections"], 2, "{v}");
+    assert_eq!(v["errors"], 2, "{v}");
+    assert!(v["bytes_wrong"].as_u64().unwrap() > 0, "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("differ"), "{err}");
+}
