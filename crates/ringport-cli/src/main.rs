@@ -199,10 +199,14 @@ fn nonzero(d: Duration) -> Option<Duration> {
 }
 
 fn serve(a: ServeArgs) -> Result<bool> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    // Install the handlers first, so a signal during start-up is not lost.
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| Error::io("cannot install signal handlers", &e))?;
+    // Install the handler first, so a signal during start-up is not lost.
+    // `ctrlc` with its `termination` feature takes SIGINT, SIGTERM and SIGHUP
+    // on Unix and Ctrl-C / Ctrl-Break / close on Windows.
+    let (tx, stop) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| Error::msg(format!("cannot install the Ctrl-C/SIGTERM handler: {e}")))?;
     let server = server::Server::start(server::Config {
         addr: a.addr,
         threads: a.threads.unwrap_or(0),
@@ -221,9 +225,8 @@ fn serve(a: ServeArgs) -> Result<bool> {
         server.backend(),
         server.backend_reason()
     );
-    let sig = signals.forever().next().unwrap_or(SIGTERM);
-    let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
-    eprintln!("ringport: {name}: shutting down");
+    let _ = stop.recv();
+    eprintln!("ringport: shutting down");
     let counters = server.shutdown();
     println!("final counters:");
     print!("{}", counters.lines());

@@ -1,6 +1,8 @@
 //! The command line: bad input gets one clear line and a non-zero exit, never
 //! a panic; `bench --json` prints one JSON object; the demo exits 0.
 
+#![cfg(unix)] // the tests drive a child process with Unix signals and rlimits
+
 mod util;
 
 use std::net::TcpListener;

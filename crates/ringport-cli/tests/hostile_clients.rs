@@ -2,6 +2,8 @@
 //! drips, half-closes, too many connections. The server's counters say what
 //! it did about each.
 
+#![cfg(unix)] // the tests drive a child process with Unix signals and rlimits
+
 mod util;
 
 use std::io::{ErrorKind, Read, Write};

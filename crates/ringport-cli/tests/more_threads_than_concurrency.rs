@@ -6,6 +6,8 @@
 //! the completion-queue lock, the other blocked on that lock), posted packets
 //! no longer woke them, and the server stopped echoing after a few messages.
 
+#![cfg(unix)] // the tests drive a child process with Unix signals and rlimits
+
 mod util;
 
 use std::time::Duration;

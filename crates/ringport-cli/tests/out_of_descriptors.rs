@@ -1,6 +1,8 @@
 //! `ulimit -n 256` and more clients than that: the accept loop must neither
 //! spin nor die, and must serve again once descriptors are free.
 
+#![cfg(unix)] // the tests drive a child process with Unix signals and rlimits
+
 mod util;
 
 use std::net::TcpStream;

@@ -1,6 +1,8 @@
 //! SIGTERM while clients are busy: every connection is closed, every
 //! operation completes (none lost), every worker exits, exit status 0.
 
+#![cfg(unix)] // the tests drive a child process with Unix signals and rlimits
+
 mod util;
 
 use std::io::{Read, Write};

@@ -124,6 +124,19 @@ pub fn open_port(backend: Backend, concurrency: usize) -> Result<CompletionPort>
         })
 }
 
+#[cfg(unix)]
+fn reuse_port(s: &socket2::Socket) -> std::io::Result<()> {
+    s.set_reuse_port(true)
+}
+
+#[cfg(not(unix))]
+fn reuse_port(_: &socket2::Socket) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "--reuseport needs SO_REUSEPORT, which this platform lacks",
+    ))
+}
+
 fn bind(cfg: &Config) -> Result<TcpListener> {
     let what = format!("cannot listen on {}", cfg.addr);
     let s = socket2::Socket::new(
@@ -135,7 +148,7 @@ fn bind(cfg: &Config) -> Result<TcpListener> {
     let setup = || -> std::io::Result<()> {
         s.set_reuse_address(true)?;
         if cfg.reuseport {
-            s.set_reuse_port(true)?;
+            reuse_port(&s)?;
         }
         s.bind(&cfg.addr.into())?;
         s.listen(4096)
