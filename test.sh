@@ -66,6 +66,7 @@ for b in "${BACKENDS[@]}"; do
 done
 
 WINE_RESULT=""
+EXTRA=()
 if [[ $QUICK == 0 ]]; then
     step "windows (wine)"
     if ! ci/wine-setup.sh; then
@@ -92,6 +93,41 @@ if [[ $QUICK == 0 ]]; then
     cargo clippy -p ringport --target x86_64-pc-windows-gnu --all-targets -- -D warnings
     step "rustfmt"
     cargo fmt --all --check
+
+    # Layer 3: every interleaving of the port core (queue, LIFO waiters,
+    # concurrency count, close) explored by loom.
+    step "model checks (loom)"
+    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+        cargo test -p ringport --lib --release loom
+    EXTRA+=("loom: the port core's races model-checked")
+
+    # miri (the kernel-free core) and AddressSanitizer (the stress tests that
+    # drop ports and handles with operations in flight) need nightly.
+    if rustup toolchain list | grep -q '^nightly' ||
+        rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
+        rustup component add --toolchain nightly miri rust-src >/dev/null 2>&1 || true
+    fi
+    if cargo +nightly miri --version >/dev/null 2>&1; then
+        step "miri (port core)"
+        CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p ringport --lib waiters
+        EXTRA+=("miri: port core unit tests clean")
+    else
+        echo "SKIP miri: nightly with miri could not be installed here"
+        EXTRA+=("miri: SKIPPED (nightly miri unavailable)")
+    fi
+    if rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+        for b in "${BACKENDS[@]}"; do
+            step "AddressSanitizer stress tests on backend $b"
+            RINGPORT_BACKEND=$b RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan \
+                cargo +nightly test -Zbuild-std --target "$(rustc -vV | sed -n 's/^host: //p')" \
+                -p ringport --test port_drop_in_flight --test close_with_pending_ops \
+                --test cancel_still_completes --test tiny_cq
+        done
+        EXTRA+=("asan: drop/close/cancel/CQ-pressure stress tests clean on ${BACKENDS[*]}")
+    else
+        echo "SKIP asan: nightly rust-src could not be installed here"
+        EXTRA+=("asan: SKIPPED (nightly rust-src unavailable)")
+    fi
 fi
 
 step "summary"
@@ -103,4 +139,7 @@ if [[ -n $WINE_RESULT ]]; then
     cat "$log.skips" 2>/dev/null || true
     rm -f "$log.skips"
 fi
+for e in "${EXTRA[@]}"; do
+    printf '  %s\n' "$e"
+done
 echo "all green"
