@@ -87,6 +87,10 @@ if [[ $QUICK == 0 ]]; then
         exit 1
     fi
     rm -f "$log"
+    step "windows (wine): the ringport tool and the example"
+    cargo build -p ringport --target x86_64-pc-windows-gnu --examples
+    cargo run -q -p ringport-cli --target x86_64-pc-windows-gnu -- demo --duration 1 --connections 10
+    WINE_RESULT+="; ringport demo under Wine: every byte verified"
 
     step "clippy"
     cargo clippy --workspace --all-targets -- -D warnings
