@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use ringport::{GetError, OpKind, Packet};
+use ringport::{GetError, OpKind};
 use util::{assert_nothing_more, each_backend, port, wait_until};
 
 #[test]
@@ -112,13 +112,7 @@ fn closing_the_port_wakes_every_waiter() {
         ));
         let e = port.recv(&sock, vec![7], 2).unwrap_err();
         assert_eq!(e.into_buf().unwrap(), [7]);
-        assert!(port
-            .post(Packet {
-                bytes: 0,
-                key: 0,
-                user: 0
-            })
-            .is_err());
+        assert!(util::post(&port, 0).is_err());
         assert_eq!(port.stats().in_flight, 0, "close drains the kernel");
     });
 }

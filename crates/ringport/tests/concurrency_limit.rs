@@ -69,12 +69,7 @@ fn never_more_running_than_the_limit() {
         }
         wait_until("all packets", || done.load(Ordering::SeqCst) == PACKETS);
         for _ in 0..6 {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: u64::MAX,
-            })
-            .unwrap();
+            util::post(&port, u64::MAX).unwrap();
         }
         for w in workers {
             w.join().unwrap();
@@ -131,24 +126,14 @@ fn dequeue_again_hands_the_slot_over() {
     }
     each_backend(|backend, _| {
         let port = port(backend, 1);
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 1,
-        })
-        .unwrap();
+        util::post(&port, 1).unwrap();
         assert_eq!(port.get(Some(Duration::ZERO)).unwrap().user(), 1);
         let other = {
             let port = port.clone();
             thread::spawn(move || util::get(&port).user())
         };
         wait_until("a waiter", || port.stats().waiting == 1);
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 2,
-        })
-        .unwrap();
+        util::post(&port, 2).unwrap();
         // The packet stays queued: this thread still runs.
         thread::sleep(Duration::from_millis(100));
         assert_eq!(port.stats().queued, 1);
@@ -166,18 +151,8 @@ fn dequeue_again_hands_the_slot_over() {
 fn blocking_guard_frees_the_slot() {
     each_backend(|backend, _| {
         let port = port(backend, 1);
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 1,
-        })
-        .unwrap();
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 2,
-        })
-        .unwrap();
+        util::post(&port, 1).unwrap();
+        util::post(&port, 2).unwrap();
         assert_eq!(port.get(Some(Duration::ZERO)).unwrap().user(), 1);
         assert_eq!(port.stats().running, 1);
         let got = {
@@ -200,12 +175,7 @@ fn thread_exit_releases_the_slot() {
     each_backend(|backend, _| {
         let port = port(backend, 1);
         for i in 0..3 {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: i,
-            })
-            .unwrap();
+            util::post(&port, i).unwrap();
         }
         for i in 0..3 {
             let port = port.clone();
@@ -243,20 +213,10 @@ fn every_packet_once_under_contention() {
             .collect();
         start.wait();
         for i in 0..N {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: i,
-            })
-            .unwrap();
+            util::post(&port, i).unwrap();
         }
         for _ in 0..4 {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: u64::MAX,
-            })
-            .unwrap();
+            util::post(&port, u64::MAX).unwrap();
         }
         let mut all: Vec<u64> = consumers
             .into_iter()

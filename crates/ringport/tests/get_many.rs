@@ -6,7 +6,7 @@ mod util;
 use std::thread;
 use std::time::Duration;
 
-use ringport::{GetError, Packet};
+use ringport::GetError;
 use util::{each_backend, port};
 
 #[test]
@@ -14,12 +14,7 @@ fn takes_up_to_max_in_fifo_order() {
     each_backend(|backend, _| {
         let port = port(backend, 1);
         for i in 0..10 {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: i,
-            })
-            .unwrap();
+            util::post(&port, i).unwrap();
         }
         let mut out = Vec::new();
         assert_eq!(port.get_many(&mut out, 4, Some(Duration::ZERO)).unwrap(), 4);
@@ -47,12 +42,7 @@ fn counts_as_one_dequeue() {
     each_backend(|backend, _| {
         let port = port(backend, 1);
         for i in 0..10 {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: i,
-            })
-            .unwrap();
+            util::post(&port, i).unwrap();
         }
         let mut out = Vec::new();
         assert_eq!(port.get_many(&mut out, 4, Some(Duration::ZERO)).unwrap(), 4);
@@ -87,12 +77,7 @@ fn waiter_wakes_with_a_batch() {
             })
         };
         for i in 0..100 {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: i,
-            })
-            .unwrap();
+            util::post(&port, i).unwrap();
         }
         assert_eq!(taker.join().unwrap(), (0..100).collect::<Vec<_>>());
     });
@@ -107,12 +92,7 @@ fn mixes_io_and_posted_packets() {
         let sock = port.associate(server, 1).unwrap();
         port.recv(&sock, Vec::with_capacity(8), 100).unwrap();
         util::write_all(&mut client, b"abc");
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 200,
-        })
-        .unwrap();
+        util::post(&port, 200).unwrap();
         let mut out = Vec::new();
         while out.len() < 2 {
             port.get_many(&mut out, 8, Some(util::LONG)).unwrap();

@@ -5,8 +5,31 @@ mod util;
 use std::sync::mpsc;
 use std::thread;
 
-use ringport::Packet;
+use ringport::{CompletionPort, Packet};
 use util::{each_backend, port, wait_until};
+
+/// Starts one waiting thread per name, each only once the previous one waits;
+/// each reports its name and the caller value of the packet it got.
+fn waiters_in_order(
+    port: &CompletionPort,
+    names: [&'static str; 3],
+) -> (
+    Vec<thread::JoinHandle<()>>,
+    mpsc::Receiver<(&'static str, u64)>,
+) {
+    let (tx, rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    for name in names {
+        let (p, tx) = (port.clone(), tx.clone());
+        let before = port.stats().waiting;
+        threads.push(thread::spawn(move || {
+            let c = util::get(&p);
+            tx.send((name, c.user())).unwrap();
+        }));
+        wait_until("the new waiter", || port.stats().waiting == before + 1);
+    }
+    (threads, rx)
+}
 
 /// Three threads wait, in order A, B, C. Each packet goes to the most recent
 /// waiter still waiting: C, then B, then A.
@@ -20,24 +43,9 @@ fn most_recent_waiter_is_served_first() {
     }
     each_backend(|backend, _| {
         let port = port(backend, 8);
-        let (tx, rx) = mpsc::channel();
-        let mut threads = Vec::new();
-        for name in ["A", "B", "C"] {
-            let (p, tx) = (port.clone(), tx.clone());
-            let before = port.stats().waiting;
-            threads.push(thread::spawn(move || {
-                let c = util::get(&p);
-                tx.send((name, c.user())).unwrap();
-            }));
-            wait_until("the new waiter", || port.stats().waiting == before + 1);
-        }
+        let (threads, rx) = waiters_in_order(&port, ["A", "B", "C"]);
         for (i, expect) in ["C", "B", "A"].into_iter().enumerate() {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: i as u64,
-            })
-            .unwrap();
+            util::post(&port, i as u64).unwrap();
             let (who, user) = rx.recv_timeout(util::LONG).unwrap();
             assert_eq!((who, user), (expect, i as u64));
         }
@@ -62,32 +70,12 @@ fn io_completion_goes_to_most_recent_waiter() {
         let (mut client, server) = util::tcp_pair();
         let sock = port.associate(server, 9).unwrap();
         port.recv(&sock, Vec::with_capacity(16), 5).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let mut threads = Vec::new();
-        for name in ["A", "B", "C"] {
-            let (p, tx) = (port.clone(), tx.clone());
-            let before = port.stats().waiting;
-            threads.push(thread::spawn(move || {
-                let c = util::get(&p);
-                tx.send((name, c.user())).unwrap();
-            }));
-            wait_until("the new waiter", || port.stats().waiting == before + 1);
-        }
+        let (threads, rx) = waiters_in_order(&port, ["A", "B", "C"]);
         util::write_all(&mut client, b"x");
         assert_eq!(rx.recv_timeout(util::LONG).unwrap(), ("C", 5));
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 6,
-        })
-        .unwrap();
+        util::post(&port, 6).unwrap();
         assert_eq!(rx.recv_timeout(util::LONG).unwrap(), ("B", 6));
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 7,
-        })
-        .unwrap();
+        util::post(&port, 7).unwrap();
         assert_eq!(rx.recv_timeout(util::LONG).unwrap(), ("A", 7));
         for t in threads {
             t.join().unwrap();
@@ -136,12 +124,7 @@ fn timed_out_waiter_leaves_the_stack() {
         };
         assert!(second.join().unwrap(), "second waiter should time out");
         assert_eq!(port.stats().waiting, 1);
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 11,
-        })
-        .unwrap();
+        util::post(&port, 11).unwrap();
         assert_eq!(first.join().unwrap(), 11);
     });
 }

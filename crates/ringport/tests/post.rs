@@ -44,12 +44,7 @@ fn post_wakes_a_thread_asleep_in_the_kernel() {
                     if round % 2 == 0 {
                         wait_until("the poller", || port.stats().waiting == 1);
                     }
-                    port.post(Packet {
-                        bytes: 0,
-                        key: 0,
-                        user: round,
-                    })
-                    .unwrap();
+                    util::post(&port, round).unwrap();
                 })
             };
             assert_eq!(util::get(&port).user(), round);
@@ -117,12 +112,7 @@ fn one_producer_order_is_kept() {
             thread::spawn(move || (0..10_000u64).all(|i| util::get(&port).user() == i))
         };
         for i in 0..10_000 {
-            port.post(Packet {
-                bytes: 0,
-                key: 0,
-                user: i,
-            })
-            .unwrap();
+            util::post(&port, i).unwrap();
         }
         assert!(consumer.join().unwrap());
     });
@@ -133,12 +123,6 @@ fn post_after_close_fails() {
     each_backend(|backend, _| {
         let port = port(backend, 1);
         port.close();
-        assert!(port
-            .post(Packet {
-                bytes: 0,
-                key: 0,
-                user: 0
-            })
-            .is_err());
+        assert!(util::post(&port, 0).is_err());
     });
 }

@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ringport::{GetError, OpKind, Packet};
+use ringport::{GetError, OpKind};
 use util::{each_backend, port};
 
 #[test]
@@ -18,12 +18,7 @@ fn zero_timeout_polls() {
         let r = port.get(Some(Duration::ZERO));
         assert!(matches!(r, Err(GetError::TimedOut)), "got {r:?}");
         assert!(start.elapsed() < util::LONG);
-        port.post(Packet {
-            bytes: 0,
-            key: 0,
-            user: 1,
-        })
-        .unwrap();
+        util::post(&port, 1).unwrap();
         assert_eq!(port.get(Some(Duration::ZERO)).unwrap().user(), 1);
     });
 }
@@ -67,12 +62,7 @@ fn none_waits_until_a_packet_comes() {
             thread::spawn(move || {
                 util::wait_until("a waiter", || port.stats().waiting == 1);
                 thread::sleep(Duration::from_millis(20));
-                port.post(Packet {
-                    bytes: 0,
-                    key: 0,
-                    user: 77,
-                })
-                .unwrap();
+                util::post(&port, 77).unwrap();
             })
         };
         assert_eq!(port.get(None).unwrap().user(), 77);

@@ -75,6 +75,15 @@ pub fn listener() -> (TcpListener, SocketAddr) {
     (l, addr)
 }
 
+/// Posts a packet with only a caller value (`bytes` and `key` zero).
+pub fn post(port: &CompletionPort, user: u64) -> io::Result<()> {
+    port.post(ringport::Packet {
+        bytes: 0,
+        key: 0,
+        user,
+    })
+}
+
 /// Dequeues one completion, failing the test after [`LONG`].
 pub fn get(port: &CompletionPort) -> Completion {
     port.get(Some(LONG))
