@@ -64,14 +64,17 @@ impl<T> PollerLock<T> {
             if let Some(g) = self.try_lock() {
                 return Some(g);
             }
-            if !still() {
-                return None;
-            }
             lock(&self.contenders).push(std::thread::current());
-            // Registered first, then tried again: a release in between has
-            // either left the lock free or will unpark this thread.
+            // Registered first, then tried and asked: a release after this
+            // point unparks this thread, and so does a change of its status
+            // (the port then wakes the holder out of the kernel, which
+            // releases the lock). Asking before registering would lose a
+            // change that lands in between.
             if let Some(g) = self.try_lock() {
                 return Some(g);
+            }
+            if !still() {
+                return None;
             }
             match deadline {
                 None => std::thread::park(),
