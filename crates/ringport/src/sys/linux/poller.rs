@@ -53,7 +53,8 @@ impl<T> PollerLock<T> {
     }
 
     /// Waits for the lock while `still()` holds and `timeout` has not passed;
-    /// `None` once either fails.
+    /// `None` once either fails. `still` must not park the thread (a channel
+    /// receive would): it would swallow the unpark that a release sends.
     pub(crate) fn lock_while(
         &self,
         still: &dyn Fn() -> bool,
@@ -136,6 +137,67 @@ mod tests {
         drop(held);
         let _again = lock.try_lock();
         assert!(!t.join().unwrap());
+    }
+
+    /// The waiter's status changes, and the holder releases and retakes the
+    /// lock, right while the waiter asks whether it is still wanted: it must
+    /// not park past that release (it did when it asked before registering).
+    #[test]
+    fn a_change_while_asking_is_not_lost() {
+        use std::sync::mpsc;
+        let lock = Arc::new(PollerLock::new(()));
+        // Set by the holder once it has left and come back.
+        let relocked = Arc::new(AtomicBool::new(false));
+        let (to_holder, holder_rx) = mpsc::channel::<()>();
+        let (held_tx, held_rx) = mpsc::channel();
+        let holder = {
+            let (lock, relocked) = (lock.clone(), relocked.clone());
+            std::thread::spawn(move || {
+                let mut g = lock.try_lock().unwrap();
+                held_tx.send(()).unwrap();
+                // Asked to: leave and come straight back (a new poller).
+                if holder_rx.recv().is_ok() {
+                    drop(g);
+                    g = lock.try_lock().unwrap();
+                    relocked.store(true, Ordering::SeqCst);
+                }
+                let _ = holder_rx.recv(); // hold until the test ends
+                drop(g);
+            })
+        };
+        held_rx.recv().unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        let waiter = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                let wanted = AtomicBool::new(true);
+                let asked = AtomicBool::new(false);
+                let still = || {
+                    if !asked.swap(true, Ordering::SeqCst) {
+                        // The first question: the status changes and the
+                        // holder leaves and returns before the answer. (A
+                        // spin, not a channel: a channel's own parking would
+                        // swallow the unpark under test.)
+                        wanted.store(false, Ordering::SeqCst);
+                        to_holder.send(()).unwrap();
+                        while !relocked.load(Ordering::SeqCst) {
+                            std::hint::spin_loop();
+                        }
+                        return true;
+                    }
+                    wanted.load(Ordering::SeqCst)
+                };
+                let got = lock.lock_while(&still, None).is_some();
+                done_tx.send(got).unwrap();
+                to_holder
+            })
+        };
+        let got = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the waiter must not sleep through the release");
+        assert!(!got);
+        drop(waiter.join().unwrap());
+        holder.join().unwrap();
     }
 
     #[test]
