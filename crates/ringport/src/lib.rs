@@ -100,6 +100,7 @@
 mod completion;
 mod handle;
 mod op;
+mod pool;
 mod port;
 mod sys;
 

@@ -5,9 +5,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::completion::{OpKind, StartError};
 use crate::handle::HandleKind;
+use crate::pool::BufPool;
 
 /// One overlapped operation with everything it owns until it completes.
 #[derive(Debug)]
@@ -15,6 +17,12 @@ pub(crate) enum Request {
     Accept,
     Connect(SocketAddr),
     Recv(Vec<u8>),
+    /// A receive whose buffer comes from `pool` when data arrives; `buf` holds
+    /// it from then on (its length stays 0 until the completion sets it).
+    RecvPooled {
+        pool: Arc<BufPool>,
+        buf: Option<Vec<u8>>,
+    },
     Send(Vec<u8>),
     Read(Vec<u8>, u64),
     Write(Vec<u8>, u64),
@@ -25,7 +33,7 @@ impl Request {
         match self {
             Request::Accept => OpKind::Accept,
             Request::Connect(_) => OpKind::Connect,
-            Request::Recv(_) => OpKind::Recv,
+            Request::Recv(_) | Request::RecvPooled { .. } => OpKind::Recv,
             Request::Send(_) => OpKind::Send,
             Request::Read(..) => OpKind::Read,
             Request::Write(..) => OpKind::Write,
@@ -38,6 +46,7 @@ impl Request {
             Request::Recv(b) | Request::Send(b) | Request::Read(b, _) | Request::Write(b, _) => {
                 Some(b)
             }
+            Request::RecvPooled { buf, .. } => buf,
             Request::Accept | Request::Connect(_) => None,
         }
     }
@@ -49,7 +58,7 @@ impl Request {
             (Request::Accept, HandleKind::Listener)
                 | (Request::Connect(_), HandleKind::Socket)
                 | (
-                    Request::Recv(_) | Request::Send(_),
+                    Request::Recv(_) | Request::RecvPooled { .. } | Request::Send(_),
                     HandleKind::Stream | HandleKind::Socket
                 )
                 | (Request::Read(..) | Request::Write(..), HandleKind::File)

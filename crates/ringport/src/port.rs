@@ -60,6 +60,7 @@ pub struct Builder {
     pub(crate) backend: Backend,
     pub(crate) entries: u32,
     pub(crate) cq_entries: Option<u32>,
+    pub(crate) recv_buffers: (usize, usize),
 }
 
 impl Builder {
@@ -84,6 +85,16 @@ impl Builder {
     /// Ignored on Windows, whose port has no rings (nor does epoll).
     pub fn entries(mut self, n: u32) -> Builder {
         self.entries = n.max(1);
+        self
+    }
+
+    /// The pool of [pooled receives](CompletionPort::recv_pooled): `count`
+    /// buffers of `size` bytes (default 512 x 16 KiB). On io_uring `count` is
+    /// the provided-buffer ring's length (rounded up to a power of two, at most
+    /// 32768): how many receives can land between two reaps before the rest
+    /// wait for a buffer. The ring is set up by the first pooled receive.
+    pub fn recv_buffers(mut self, count: usize, size: usize) -> Builder {
+        self.recv_buffers = (count.max(1), size.max(1));
         self
     }
 
@@ -124,6 +135,7 @@ impl Default for Builder {
             backend: Backend::Auto,
             entries: 1024,
             cq_entries: None,
+            recv_buffers: (512, 16 * 1024),
         }
     }
 }
@@ -168,6 +180,9 @@ pub struct Stats {
     pub started: u64,
     /// Completions queued since the port was made (posted packets included).
     pub completed: u64,
+    /// Buffers the port holds for [pooled receives](CompletionPort::recv_pooled)
+    /// (published to the kernel or free for reuse; not those handed out).
+    pub pool_buffers: usize,
 }
 
 /// An I/O completion port: a queue of completion packets shared by a pool of
@@ -313,6 +328,40 @@ impl CompletionPort {
         user: u64,
     ) -> Result<OpId, StartError> {
         self.start(socket, Request::Connect(addr), user)
+    }
+
+    /// Starts an overlapped receive whose buffer the port picks from its pool
+    /// only when data arrives, so an idle connection holds no buffer.
+    ///
+    /// The completion is an [`OpKind::Recv`](crate::OpKind::Recv) like any
+    /// other; [`Completion::take_buf`](crate::Completion::take_buf) gives the
+    /// pool buffer, holding the bytes received (none when the peer closed, or
+    /// no buffer at all when the receive failed or was cancelled). Hand it back
+    /// with [`recycle`](CompletionPort::recycle) when done, or drop it.
+    /// [`Builder::recv_buffers`] sets the pool's size.
+    ///
+    /// # Errors
+    ///
+    /// Refused when the handle is not a socket of this port, or it or the port
+    /// is closed.
+    ///
+    /// # Platform behaviour
+    ///
+    /// On io_uring (Linux 5.19 and later) the buffers are a provided-buffer
+    /// ring: the kernel picks one as the data lands. On epoll the port takes one
+    /// when the socket turns readable. On Windows, and on io_uring kernels
+    /// without buffer rings, the receive takes a pool buffer when it starts
+    /// (as [`recv`](CompletionPort::recv) would), so an idle connection does
+    /// hold one there.
+    pub fn recv_pooled(&self, socket: &Handle, user: u64) -> Result<OpId, StartError> {
+        let pool = self.sys().pool().clone();
+        self.start(socket, Request::RecvPooled { pool, buf: None }, user)
+    }
+
+    /// Gives a buffer from a [pooled receive](CompletionPort::recv_pooled) (or
+    /// any buffer at least as big) back to the pool for reuse.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        self.sys().pool().give(buf);
     }
 
     /// Starts an overlapped receive into the spare capacity of `buf` (`WSARecv`).

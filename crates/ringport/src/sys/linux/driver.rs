@@ -28,7 +28,7 @@ use std::time::Duration;
 use super::epoll::{Epoll, Source};
 use super::handle::Handle;
 use super::op::Op;
-use super::uring::Uring;
+use super::uring::{Filled, Uring};
 use crate::handle::HandleKind;
 
 /// How long a reap may wait.
@@ -40,6 +40,8 @@ pub(crate) enum Wait<'a> {
     For(Option<Duration>, &'a dyn Fn() -> bool),
 }
 
+// One driver per port: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Driver {
     Uring(Uring),
@@ -72,7 +74,7 @@ impl Driver {
     pub(crate) unsafe fn start(&self, op: &mut Op, token: u64, now: bool) -> io::Result<()> {
         match self {
             Driver::Uring(u) => {
-                let entry = Uring::prepare(op, token);
+                let entry = u.prepare(op, token);
                 // SAFETY: forwarded from this function's contract.
                 unsafe { u.push(entry, now) }
             }
@@ -88,10 +90,33 @@ impl Driver {
         }
     }
 
-    pub(crate) fn reap(&self, wait: Wait<'_>, out: &mut Vec<(u64, i32)>) -> io::Result<()> {
+    /// `filled`: buffers the kernel picked for pooled receives, by token
+    /// (io_uring; epoll fills them in the operation itself).
+    pub(crate) fn reap(
+        &self,
+        wait: Wait<'_>,
+        out: &mut Vec<(u64, i32)>,
+        filled: &mut Filled,
+    ) -> io::Result<()> {
         match self {
-            Driver::Uring(u) => u.reap(wait, out),
+            Driver::Uring(u) => u.reap(wait, out, filled),
             Driver::Epoll(e) => e.reap(wait, out),
+        }
+    }
+
+    /// Buffers the kernel holds for pooled receives.
+    pub(crate) fn ring_buffers(&self) -> usize {
+        match self {
+            Driver::Uring(u) => u.ring_buffers(),
+            Driver::Epoll(_) => 0,
+        }
+    }
+
+    /// The port leaves operations with the kernel: keep the memory they may
+    /// still write into.
+    pub(crate) fn leak_buffers(&self) {
+        if let Driver::Uring(u) = self {
+            u.leak_buffers();
         }
     }
 

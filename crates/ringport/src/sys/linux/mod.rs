@@ -2,6 +2,7 @@
 //! driving io_uring or, where that is unavailable, epoll.
 
 mod backend;
+mod bufring;
 mod driver;
 mod epoll;
 mod handle;

@@ -57,6 +57,15 @@ impl Op {
         })
     }
 
+    /// Hands a pooled receive the buffer the kernel picked for it.
+    pub(crate) fn fill(&mut self, picked: Vec<u8>) {
+        if let Request::RecvPooled { buf, pool } = &mut self.req {
+            if let Some(old) = buf.replace(picked) {
+                pool.give(old);
+            }
+        }
+    }
+
     /// Turns the kernel's result (a byte count, a new descriptor, or `-errno`)
     /// into the completion, handing back everything the operation owned.
     pub(crate) fn finish(self, token: u64, res: i32) -> Completion {
@@ -77,6 +86,14 @@ impl Op {
             Err(io::Error::from_raw_os_error(-res))
         } else {
             match &mut req {
+                Request::RecvPooled { buf: Some(buf), .. } => {
+                    let n = (res as usize).min(buf.capacity());
+                    // SAFETY: the kernel (or the epoll driver's recv) wrote `n`
+                    // bytes at the start of this empty buffer, and `n` is within
+                    // its capacity.
+                    unsafe { buf.set_len(n) };
+                    Ok(n)
+                }
                 Request::Recv(buf) | Request::Read(buf, _) => {
                     let n = res as usize;
                     debug_assert!(n <= buf.capacity() - buf.len());

@@ -13,9 +13,11 @@ use super::epoll::Source;
 use super::handle::{Handle, Owned};
 use super::op::Op;
 use super::thread;
+use super::uring::Filled;
 use super::waiters::{lock, Arrival, Core, Status, Waiter};
 use crate::completion::{Completion, GetError, OpId, Packet, StartError};
 use crate::op::Request;
+use crate::pool::BufPool;
 use crate::port::{Backend, Builder, Stats};
 
 /// How long closing the port waits for the kernel to give back cancelled
@@ -94,10 +96,12 @@ pub(crate) struct Port {
     core: Core,
     ops: Mutex<Ops>,
     started: AtomicU64,
+    pool: Arc<BufPool>,
 }
 
 impl Port {
     pub(crate) fn new(b: &Builder, concurrency: usize) -> io::Result<Port> {
+        let pool = Arc::new(BufPool::new(b.recv_buffers.0, b.recv_buffers.1));
         let (driver, backend, reason) = choose(b)?;
         match (b.backend, backend) {
             (Backend::Auto, Backend::IoUring) => log::info!("ringport: using io_uring: {reason}"),
@@ -116,6 +120,7 @@ impl Port {
                 closed: false,
             }),
             started: AtomicU64::new(0),
+            pool,
         })
     }
 
@@ -144,7 +149,13 @@ impl Port {
             in_flight: self.core.inflight(),
             started: self.started.load(Ordering::Relaxed),
             completed: c.completed,
+            pool_buffers: self.pool.free_len() + self.driver.ring_buffers(),
         }
+    }
+
+    /// The buffers of pooled receives.
+    pub(crate) fn pool(&self) -> &Arc<BufPool> {
+        &self.pool
     }
 
     pub(crate) fn associate(self: &Arc<Self>, owned: Owned, key: u64) -> io::Result<Arc<Handle>> {
@@ -264,7 +275,7 @@ impl Port {
             log::warn!("ringport: submitting cancellations failed: {e}");
         }
         drop(targets);
-        self.complete(never_sent, None);
+        self.complete(never_sent, Vec::new(), None);
     }
 
     pub(crate) fn submit(&self) -> io::Result<()> {
@@ -273,14 +284,15 @@ impl Port {
 
     /// Reaps what the kernel finished and queues it.
     fn reap(&self, wait: Wait<'_>, me: Option<&Arc<Waiter>>) -> io::Result<()> {
-        let mut raw = Vec::new();
-        let r = self.driver.reap(wait, &mut raw);
-        self.complete(raw, me);
+        let (mut raw, mut filled) = (Vec::new(), Vec::new());
+        let r = self.driver.reap(wait, &mut raw, &mut filled);
+        self.complete(raw, filled, me);
         r
     }
 
     /// Turns `(token, result)` pairs into completions and queues them.
-    fn complete(&self, raw: Vec<(u64, i32)>, me: Option<&Arc<Waiter>>) {
+    /// `filled` holds the buffers the kernel picked for pooled receives.
+    fn complete(&self, raw: Vec<(u64, i32)>, mut filled: Filled, me: Option<&Arc<Waiter>>) {
         if raw.is_empty() {
             return;
         }
@@ -289,10 +301,18 @@ impl Port {
             raw.into_iter()
                 .filter_map(|(t, res)| match self.resubmit(&mut ops, t, res) {
                     Ok(()) => None,
-                    Err(res) => ops.take(t).map(|op| (op, t, res)),
+                    Err(res) => ops.take(t).map(|mut op| {
+                        if let Some(i) = filled.iter().position(|(ft, _)| *ft == t) {
+                            op.fill(filled.swap_remove(i).1);
+                        }
+                        (op, t, res)
+                    }),
                 })
                 .collect()
         };
+        for (_, buf) in filled {
+            self.pool.give(buf);
+        }
         if taken.is_empty() {
             return;
         }
@@ -311,14 +331,21 @@ impl Port {
     /// handles going when the issuing thread exits, and so does ringport: an
     /// `-ECANCELED` the port did not ask for is submitted again, from this
     /// living thread. Nothing was transferred (the kernel checks before it
-    /// moves data). `Err(res)` means: complete it with `res`.
+    /// moves data). Likewise a pooled receive that found the buffer ring
+    /// empty (`-ENOBUFS`: more receives landed between two reaps than the ring
+    /// holds) goes again, now that the reap has refilled the ring. `Err(res)`
+    /// means: complete it with `res`.
     fn resubmit(&self, ops: &mut Ops, t: u64, res: i32) -> Result<(), i32> {
-        if res != -libc::ECANCELED || ops.closed {
+        if !(res == -libc::ECANCELED || res == -libc::ENOBUFS) || ops.closed {
             return Err(res);
         }
         let Some(op) = ops.get_mut(t) else {
             return Err(res);
         };
+        let pooled = matches!(op.req, Request::RecvPooled { .. });
+        if res == -libc::ENOBUFS && !pooled {
+            return Err(res);
+        }
         if op.cancel_requested || op.resubmits >= RESUBMIT_LIMIT || op.handle.is_closed() {
             return Err(res);
         }
@@ -473,6 +500,7 @@ impl Port {
         if left > 0 {
             // The kernel still holds these buffers: leaking them is the only
             // safe choice once we stop waiting.
+            self.driver.leak_buffers();
             let mut ops = lock(&self.ops);
             for op in ops.slab.drain() {
                 std::mem::forget(op);

@@ -20,15 +20,17 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
+use super::bufring::{self, BufRing};
 use super::driver::Wait;
 use super::op::Op;
 use super::poller::PollerLock;
 use super::waiters::lock;
 use crate::op::Request;
+use crate::pool::BufPool;
 
 /// `user_data` of the entry that wakes the poller.
 pub(crate) const WAKE: u64 = u64::MAX;
@@ -41,8 +43,18 @@ struct Sq {
     backlog: VecDeque<squeue::Entry>,
 }
 
+/// Buffers the kernel picked for pooled receives, by token, from one reap.
+pub(crate) type Filled = Vec<(u64, Vec<u8>)>;
+
 pub(crate) struct Uring {
     ring: IoUring,
+    /// The provided-buffer ring of pooled receives, set up by the first one;
+    /// `None` inside when the kernel has none (they then take a buffer at
+    /// start).
+    bufs: OnceLock<Option<BufRing>>,
+    /// Set when the port gave up on operations the kernel still holds: the
+    /// buffer ring must then outlive everything (it is leaked).
+    leak_bufs: AtomicBool,
     sq: Mutex<Sq>,
     /// Held by the reaping thread; the value is the kernel's count of dropped
     /// completions last seen.
@@ -126,7 +138,36 @@ impl Uring {
             cq: PollerLock::new(0),
             wake_pending: AtomicBool::new(false),
             flags,
+            bufs: OnceLock::new(),
+            leak_bufs: AtomicBool::new(false),
         })
+    }
+
+    /// The provided-buffer ring, set up on first use from `pool`'s settings.
+    fn buf_ring(&self, pool: &Arc<BufPool>) -> Option<&BufRing> {
+        self.bufs
+            .get_or_init(|| match BufRing::new(&self.ring.submitter(), pool.clone()) {
+                Ok(ring) => Some(ring),
+                Err(e) => {
+                    log::info!("ringport: no io_uring buffer ring ({e}); pooled receives take their buffer at start");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Buffers published in the provided-buffer ring.
+    pub(crate) fn ring_buffers(&self) -> usize {
+        self.bufs
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, BufRing::held)
+    }
+
+    /// The kernel keeps operations the port gave up on: leak the buffer ring
+    /// with them rather than free memory it may still write.
+    pub(crate) fn leak_buffers(&self) {
+        self.leak_bufs.store(true, Ordering::Release);
     }
 
     /// The setup flags in use, for the backend reason.
@@ -141,9 +182,19 @@ impl Uring {
 
     /// Builds the entry for `op`. The entry points into `op`, which the port
     /// keeps boxed in its slab until the completion for `token` is reaped.
-    pub(crate) fn prepare(op: &mut Op, token: u64) -> squeue::Entry {
+    pub(crate) fn prepare(&self, op: &mut Op, token: u64) -> squeue::Entry {
         let fd = types::Fd(op.fd);
         let entry = match &mut op.req {
+            Request::RecvPooled { pool, buf } => match self.buf_ring(pool) {
+                Some(ring) => opcode::Recv::new(fd, std::ptr::null_mut(), ring.buf_len())
+                    .buf_group(bufring::GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT),
+                None => {
+                    let (ptr, len) = spare(buf.get_or_insert_with(|| pool.take()));
+                    opcode::Recv::new(fd, ptr, len).build()
+                }
+            },
             Request::Accept => opcode::Accept::new(
                 fd,
                 (&mut op.addr as *mut socket2::SockAddrStorage).cast(),
@@ -292,7 +343,12 @@ impl Uring {
 
     /// Reaps completions into `out` as `(token, result)`; wake-up and cancel
     /// entries are consumed here. Returns after at most one sleep.
-    pub(crate) fn reap(&self, wait: Wait<'_>, out: &mut Vec<(u64, i32)>) -> io::Result<()> {
+    pub(crate) fn reap(
+        &self,
+        wait: Wait<'_>,
+        out: &mut Vec<(u64, i32)>,
+        filled: &mut Filled,
+    ) -> io::Result<()> {
         let guard = match wait {
             Wait::No => self.cq.try_lock(),
             // Gives up if the port serves this thread while it waits for the
@@ -302,12 +358,12 @@ impl Uring {
         let Some(mut dropped) = guard else {
             return Ok(());
         };
-        let mut consumed = self.drain(out, &mut dropped)?;
+        let mut consumed = self.drain(out, filled, &mut dropped)?;
         let mut result = Ok(());
         if let Wait::For(timeout, still) = wait {
             if consumed == 0 && still() {
                 result = self.enter_wait(timeout);
-                consumed += self.drain(out, &mut dropped)?;
+                consumed += self.drain(out, filled, &mut dropped)?;
             }
         }
         drop(dropped);
@@ -322,7 +378,12 @@ impl Uring {
 
     /// Empties the completion queue, flushing the kernel's overflow list into
     /// it as often as needed; returns how many entries it consumed.
-    fn drain(&self, out: &mut Vec<(u64, i32)>, dropped: &mut u32) -> io::Result<usize> {
+    fn drain(
+        &self,
+        out: &mut Vec<(u64, i32)>,
+        filled: &mut Filled,
+        dropped: &mut u32,
+    ) -> io::Result<usize> {
         let mut n = 0;
         loop {
             // SAFETY: the completion queue is only touched under `self.cq`,
@@ -331,7 +392,7 @@ impl Uring {
             let lost = q.overflow();
             for cqe in q {
                 n += 1;
-                self.sort(&cqe, out);
+                self.sort(&cqe, out, filled);
             }
             if lost != *dropped {
                 let e = io::Error::other(format!(
@@ -356,11 +417,18 @@ impl Uring {
         }
     }
 
-    fn sort(&self, cqe: &cqueue::Entry, out: &mut Vec<(u64, i32)>) {
+    fn sort(&self, cqe: &cqueue::Entry, out: &mut Vec<(u64, i32)>, filled: &mut Filled) {
         match cqe.user_data() {
             WAKE => self.wake_pending.store(false, Ordering::Release),
             CANCEL => {}
-            token => out.push((token, cqe.result())),
+            token => {
+                if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                    let ring = self.bufs.get().and_then(Option::as_ref);
+                    let ring = ring.expect("a buffer is selected only from the port's ring");
+                    filled.push((token, ring.take(bid)));
+                }
+                out.push((token, cqe.result()));
+            }
         }
     }
 
@@ -408,4 +476,19 @@ fn spare(buf: &mut Vec<u8>) -> (*mut u8, u32) {
     let room = clamp(buf.capacity() - len);
     // SAFETY: `len` is within the allocation, so the pointer stays in bounds.
     (unsafe { buf.as_mut_ptr().add(len) }, room)
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        let Some(ring) = self.bufs.take().flatten() else {
+            return;
+        };
+        if self.leak_bufs.load(Ordering::Acquire) {
+            std::mem::forget(ring);
+        } else if let Err(e) = self.ring.submitter().unregister_buf_ring(bufring::GROUP) {
+            // Still registered: the kernel may read the ring; keep it.
+            log::warn!("ringport: unregistering the buffer ring failed: {e}");
+            std::mem::forget(ring);
+        }
+    }
 }

@@ -111,6 +111,8 @@ impl Op {
                 Request::Connect(_) => socket::start_connect(op, raw),
                 Request::Read(..) => file::start_read(op, raw),
                 Request::Write(..) => file::start_write(op, raw),
+                // `Port::start` turned every pooled receive into a `Recv`.
+                Request::RecvPooled { .. } => unreachable!("pooled receive not converted"),
             }
         };
         match started {
@@ -179,6 +181,7 @@ impl Op {
             }
             Request::Connect(_) => socket::finish_connect(self.handle.raw()).map(|()| 0),
             Request::Send(_) | Request::Write(..) => Ok(n),
+            Request::RecvPooled { .. } => unreachable!("pooled receive not converted"),
         }
     }
 

@@ -21,6 +21,7 @@ use super::owned::Owned;
 use super::thread::{self, Running};
 use crate::completion::{Completion, GetError, OpId, Packet, StartError};
 use crate::op::Request;
+use crate::pool::BufPool;
 use crate::port::{Backend, Builder, Stats};
 
 /// Completion key of a packet made by `post`: its `OVERLAPPED` pointer is a
@@ -62,6 +63,7 @@ pub(crate) struct Port {
     queued_posts: AtomicUsize,
     started: AtomicU64,
     completed: AtomicU64,
+    pool: Arc<BufPool>,
 }
 
 impl Port {
@@ -97,6 +99,7 @@ impl Port {
             queued_posts: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            pool: Arc::new(BufPool::new(b.recv_buffers.0, b.recv_buffers.1)),
         })
     }
 
@@ -124,7 +127,13 @@ impl Port {
             in_flight: self.in_flight.load(Relaxed),
             started: self.started.load(Relaxed),
             completed: self.completed.load(Relaxed),
+            pool_buffers: self.pool.free_len(),
         }
+    }
+
+    /// The buffers of pooled receives.
+    pub(crate) fn pool(&self) -> &Arc<BufPool> {
+        &self.pool
     }
 
     pub(crate) fn associate(self: &Arc<Self>, owned: Owned, key: u64) -> io::Result<Arc<Handle>> {
@@ -146,6 +155,11 @@ impl Port {
         req: Request,
         user: u64,
     ) -> Result<OpId, StartError> {
+        // No provided buffers here: a pooled receive takes its buffer now.
+        let req = match req {
+            Request::RecvPooled { pool, buf: None } => Request::Recv(pool.take()),
+            req => req,
+        };
         if !handle.belongs_to(self) {
             return Err(req.refuse(other_port()));
         }

@@ -5,9 +5,11 @@
 //! port takes the `Op` back (`Ops::take`).
 
 use std::os::fd::RawFd;
+use std::sync::Arc;
 
 use super::sys::{neg_errno, syscall};
 use crate::op::Request;
+use crate::pool::BufPool;
 use crate::sys::linux::op::Op;
 
 /// Which readiness an operation waits for.
@@ -42,6 +44,12 @@ enum Call {
     Recv {
         buf: *mut u8,
         len: usize,
+    },
+    /// A pooled receive: a buffer is taken from `pool` for each attempt and
+    /// kept in `slot` once data (or end of file) came.
+    RecvPooled {
+        slot: *mut Option<Vec<u8>>,
+        pool: *const BufPool,
     },
     /// `sent` bytes are gone already: a send completes when all have gone.
     Send {
@@ -98,6 +106,10 @@ impl Io {
                 let (buf, len) = spare(buf);
                 Call::Recv { buf, len }
             }
+            Request::RecvPooled { pool, buf } => Call::RecvPooled {
+                slot: buf,
+                pool: Arc::as_ptr(pool),
+            },
             Request::Send(buf) => Call::Send {
                 buf: buf.as_ptr(),
                 len: buf.len().min(MAX_IO),
@@ -124,7 +136,7 @@ impl Io {
     /// which epoll cannot wait on and which are simply run.
     pub(super) fn dir(&self) -> Option<Dir> {
         match self.call {
-            Call::Accept { .. } | Call::Recv { .. } => Some(Dir::Read),
+            Call::Accept { .. } | Call::Recv { .. } | Call::RecvPooled { .. } => Some(Dir::Read),
             Call::Connect { .. } | Call::Send { .. } => Some(Dir::Write),
             Call::Read { .. } | Call::Write { .. } => None,
         }
@@ -137,6 +149,8 @@ impl Io {
     pub(super) fn drained(&self, res: i32) -> bool {
         match self.call {
             Call::Recv { len, .. } => res > 0 && (res as usize) < len,
+            // SAFETY: the pool outlives the operation (the `Op` holds an `Arc`).
+            Call::RecvPooled { pool, .. } => res > 0 && (res as usize) < unsafe { (*pool).size() },
             _ => false,
         }
     }
@@ -168,6 +182,7 @@ impl Io {
                 Call::Accept { addr, len } => accept(fd, *addr, *len),
                 Call::Connect { addr, len, started } => connect(fd, *addr, *len, started),
                 Call::Recv { buf, len } => recv(fd, *buf, *len),
+                Call::RecvPooled { slot, pool } => recv_pooled(fd, &mut **slot, &**pool),
                 Call::Send { buf, len, sent } => send(fd, *buf, *len, sent),
                 Call::Read { buf, len, off } => Attempt::Done(pread(fd, *buf, *len, *off)),
                 Call::Write { buf, len, off } => Attempt::Done(pwrite(fd, *buf, *len, *off)),
@@ -186,6 +201,21 @@ unsafe fn accept(fd: RawFd, addr: *mut libc::sockaddr, len: *mut libc::socklen_t
     once(syscall(|| unsafe {
         libc::accept4(fd, addr, len, libc::SOCK_CLOEXEC)
     }))
+}
+
+/// Receives what is there into a buffer from `pool`, kept in `slot` unless
+/// nothing came (the buffer goes back to the pool then).
+fn recv_pooled(fd: RawFd, slot: &mut Option<Vec<u8>>, pool: &BufPool) -> Attempt {
+    let mut buf = slot.take().unwrap_or_else(|| pool.take());
+    let cap = buf.capacity().min(MAX_IO);
+    // SAFETY: the spare capacity of `buf` (it is empty) is `cap` writable bytes.
+    let attempt = unsafe { recv(fd, buf.as_mut_ptr(), cap) };
+    match attempt {
+        // The port sets the length from the result when it completes.
+        Attempt::Done(n) if n >= 0 => *slot = Some(buf),
+        _ => pool.give(buf),
+    }
+    attempt
 }
 
 /// Receives what is there.
