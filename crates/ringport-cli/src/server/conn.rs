@@ -38,8 +38,6 @@ struct State {
     /// The peer sent its FIN: close once everything went back.
     eof: bool,
     closed: bool,
-    /// Emptied buffers kept for the next receive.
-    spare: Vec<Vec<u8>>,
 }
 
 pub(crate) struct Conn {
@@ -98,7 +96,6 @@ impl Conn {
         }
         st.closed = true;
         st.queue.clear();
-        st.spare.clear();
         self.handle.close();
         s.forget(self.key);
         let c = &s.counters;
@@ -112,13 +109,10 @@ impl Conn {
         });
     }
 
-    /// Starts a receive; false if the port refused it (handle closed).
+    /// Starts a pooled receive (the port picks a buffer when data arrives, so
+    /// an idle connection holds none); false if the port refused it.
     fn recv(&self, s: &Shared, st: &mut State) -> bool {
-        let buf = st
-            .spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(s.cfg.buf_size));
-        let ok = s.started(&s.port.recv(&self.handle, buf, 0));
+        let ok = s.started(&s.port.recv_pooled(&self.handle, 0));
         st.recving = ok;
         ok
     }
@@ -186,10 +180,7 @@ impl Conn {
             buf.drain(..n);
             return (!self.send(s, st, buf)).then_some(Why::Error);
         }
-        buf.clear();
-        if st.spare.len() < 2 {
-            st.spare.push(buf);
-        }
+        s.port.recycle(buf);
         if let Some(next) = st.queue.pop_front() {
             if !self.send(s, st, next) {
                 return Some(Why::Error);

@@ -58,7 +58,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Set `SO_REUSEPORT` so several processes can share the address.
     pub reuseport: bool,
-    /// Receive buffer size per operation.
+    /// Size of the pooled receive buffers (512 of them are shared by every
+    /// connection; an idle connection holds none).
     pub buf_size: usize,
 }
 
@@ -112,11 +113,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Opens the port with the configured backend, saying how to fix a refusal.
-pub fn open_port(backend: Backend, concurrency: usize) -> Result<CompletionPort> {
+/// Opens the port with the configured backend, saying how to fix a refusal;
+/// pooled receives use buffers of `buf_size` bytes.
+pub fn open_port(backend: Backend, concurrency: usize, buf_size: usize) -> Result<CompletionPort> {
     CompletionPort::builder()
         .backend(backend)
         .concurrency(concurrency)
+        .recv_buffers(512, buf_size)
         .build()
         .map_err(|e| match backend {
             Backend::Auto => Error::msg(format!("cannot open a completion port: {e}")),
@@ -169,7 +172,7 @@ impl Server {
             cfg.threads = cpus;
         }
         cfg.max_buffered = cfg.max_buffered.max(1);
-        let port = open_port(cfg.backend, cfg.concurrency)?;
+        let port = open_port(cfg.backend, cfg.concurrency, cfg.buf_size)?;
         let listener = bind(&cfg)?;
         let addr = listener
             .local_addr()
