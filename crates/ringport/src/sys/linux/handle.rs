@@ -156,7 +156,7 @@ struct HandleState {
     fd: Option<OwnedFd>,
     closing: bool,
     /// Tokens of the operations in flight.
-    inflight: Vec<u64>,
+    inflight: Tokens,
 }
 
 /// An associated descriptor.
@@ -185,7 +185,7 @@ impl Handle {
             state: Mutex::new(HandleState {
                 fd: Some(owned.fd),
                 closing: false,
-                inflight: Vec::new(),
+                inflight: Tokens::default(),
             }),
             readiness: OnceLock::new(),
         })
@@ -238,9 +238,7 @@ impl Handle {
     pub(crate) fn op_done(&self, token: u64) {
         let fd = {
             let mut st = lock(&self.state);
-            if let Some(i) = st.inflight.iter().position(|&t| t == token) {
-                st.inflight.swap_remove(i);
-            }
+            st.inflight.remove(token);
             if st.closing && st.inflight.is_empty() {
                 st.fd.take()
             } else {
@@ -252,7 +250,7 @@ impl Handle {
 
     /// Tokens in flight on this handle.
     pub(crate) fn inflight(&self) -> Vec<u64> {
-        lock(&self.state).inflight.clone()
+        lock(&self.state).inflight.to_vec()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -269,7 +267,7 @@ impl Handle {
             if st.inflight.is_empty() {
                 (st.fd.take(), Vec::new())
             } else {
-                (None, st.inflight.clone())
+                (None, st.inflight.to_vec())
             }
         };
         self.release_fd(fd);
@@ -312,4 +310,79 @@ impl Drop for Handle {
 
 pub(crate) fn closed_error() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "handle is closed")
+}
+
+/// The tokens of a handle's operations in flight: a connection has one or
+/// two (a receive and a send), kept inline so an idle connection costs no
+/// allocation for them.
+#[derive(Debug, Default)]
+struct Tokens {
+    inline: [u64; 2],
+    len: usize,
+    more: Vec<u64>,
+}
+
+impl Tokens {
+    fn push(&mut self, token: u64) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = token;
+            self.len += 1;
+        } else {
+            self.more.push(token);
+        }
+    }
+
+    /// Removes `token`; false if it was not there.
+    fn remove(&mut self, token: u64) -> bool {
+        if let Some(i) = self.more.iter().position(|&t| t == token) {
+            self.more.swap_remove(i);
+            return true;
+        }
+        let Some(i) = self.inline[..self.len].iter().position(|&t| t == token) else {
+            return false;
+        };
+        self.len -= 1;
+        self.inline[i] = self.inline[self.len];
+        // Keep the inline slots full while tokens wait in `more`.
+        if let Some(t) = self.more.pop() {
+            self.inline[self.len] = t;
+            self.len += 1;
+        }
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn to_vec(&self) -> Vec<u64> {
+        let mut v = self.inline[..self.len].to_vec();
+        v.extend_from_slice(&self.more);
+        v
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::Tokens;
+
+    #[test]
+    fn inline_then_spill_then_back() {
+        let mut t = Tokens::default();
+        for x in 1..=5 {
+            t.push(x);
+        }
+        assert_eq!(t.to_vec().len(), 5);
+        assert!(t.remove(1));
+        assert!(t.remove(4));
+        assert!(!t.remove(4));
+        let mut v = t.to_vec();
+        v.sort_unstable();
+        assert_eq!(v, [2, 3, 5]);
+        for x in [2, 3, 5] {
+            assert!(t.remove(x));
+        }
+        assert!(t.is_empty());
+        assert!(t.more.is_empty());
+    }
 }

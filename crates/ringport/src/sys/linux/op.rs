@@ -25,9 +25,9 @@ pub(crate) struct Op {
     /// The descriptor number, valid while the op is in flight (the handle
     /// defers its close).
     pub(crate) fd: i32,
-    /// Connect: the target. Accept: filled in by the kernel.
-    pub(crate) addr: SockAddrStorage,
-    pub(crate) addr_len: libc::socklen_t,
+    /// Connect: the target. Accept: filled in by the kernel. Boxed, and only
+    /// for those two, so the many receives of idle connections stay small.
+    pub(crate) addr: Option<Box<Addr>>,
     /// The port asked the kernel to cancel this operation.
     pub(crate) cancel_requested: bool,
     /// Times the operation was submitted again after the kernel cancelled it
@@ -35,23 +35,49 @@ pub(crate) struct Op {
     pub(crate) resubmits: u32,
 }
 
+/// A socket address the kernel reads (connect) or writes (accept).
+#[derive(Debug)]
+pub(crate) struct Addr {
+    pub(crate) storage: SockAddrStorage,
+    pub(crate) len: libc::socklen_t,
+}
+
+impl Addr {
+    /// The address of an accept or connect; `None` for other operations.
+    fn of(req: &Request) -> Option<Box<Addr>> {
+        match req {
+            Request::Accept => {
+                let storage = SockAddrStorage::zeroed();
+                let len = storage.size_of();
+                Some(Box::new(Addr { storage, len }))
+            }
+            Request::Connect(target) => {
+                let sa = SockAddr::from(*target);
+                Some(Box::new(Addr {
+                    len: sa.len(),
+                    storage: sa.as_storage(),
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// The address of an accept or connect, which `Op::new` always gives one.
+    pub(crate) fn of_op(addr: &mut Option<Box<Addr>>) -> &mut Addr {
+        addr.as_deref_mut()
+            .expect("accept and connect carry an address")
+    }
+}
+
 impl Op {
     pub(crate) fn new(req: Request, user: u64, handle: Arc<SysHandle>, fd: i32) -> Box<Op> {
-        let mut addr = SockAddrStorage::zeroed();
-        let mut addr_len = addr.size_of();
-        if let Request::Connect(target) = &req {
-            let sa = SockAddr::from(*target);
-            addr_len = sa.len();
-            addr = sa.as_storage();
-        }
         Box::new(Op {
+            addr: Addr::of(&req),
             req,
             user,
             handle,
             gen: 0,
             fd,
-            addr,
-            addr_len,
             cancel_requested: false,
             resubmits: 0,
         })
@@ -73,8 +99,7 @@ impl Op {
             mut req,
             user,
             handle,
-            addr,
-            addr_len,
+            mut addr,
             fd,
             resubmits,
             ..
@@ -107,9 +132,10 @@ impl Op {
                     // that nothing else owns.
                     let fd = unsafe { OwnedFd::from_raw_fd(res) };
                     let stream = TcpStream::from(fd);
-                    // SAFETY: the kernel filled `addr` and set `addr_len` for
-                    // this socket's family.
-                    let peer = unsafe { SockAddr::new(addr, addr_len) }.as_socket();
+                    let a = *addr.take().expect("accept carries an address");
+                    // SAFETY: the kernel filled the storage and set its length
+                    // for this socket's family.
+                    let peer = unsafe { SockAddr::new(a.storage, a.len) }.as_socket();
                     match peer.map_or_else(|| stream.peer_addr(), Ok) {
                         Ok(peer) => {
                             accepted = Some((stream, peer));

@@ -26,7 +26,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use super::bufring::{self, BufRing};
 use super::driver::Wait;
-use super::op::Op;
+use super::op::{Addr, Op};
 use super::poller::PollerLock;
 use super::waiters::lock;
 use crate::op::Request;
@@ -195,25 +195,31 @@ impl Uring {
                     opcode::Recv::new(fd, ptr, len).build()
                 }
             },
-            Request::Accept => opcode::Accept::new(
-                fd,
-                (&mut op.addr as *mut socket2::SockAddrStorage).cast(),
-                &mut op.addr_len,
-            )
-            .flags(libc::SOCK_CLOEXEC)
-            .build(),
+            Request::Accept => {
+                let a = Addr::of_op(&mut op.addr);
+                opcode::Accept::new(
+                    fd,
+                    (&mut a.storage as *mut socket2::SockAddrStorage).cast(),
+                    &mut a.len,
+                )
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+            }
             // Submitted again after a cancellation the port did not ask for:
             // the connect is under way in the kernel already, so wait for it
             // to finish instead of starting another.
             Request::Connect(_) if op.resubmits > 0 => {
                 opcode::PollAdd::new(fd, libc::POLLOUT as u32).build()
             }
-            Request::Connect(_) => opcode::Connect::new(
-                fd,
-                (&op.addr as *const socket2::SockAddrStorage).cast(),
-                op.addr_len,
-            )
-            .build(),
+            Request::Connect(_) => {
+                let a = Addr::of_op(&mut op.addr);
+                opcode::Connect::new(
+                    fd,
+                    (&a.storage as *const socket2::SockAddrStorage).cast(),
+                    a.len,
+                )
+                .build()
+            }
             Request::Recv(buf) => {
                 let (ptr, len) = spare(buf);
                 opcode::Recv::new(fd, ptr, len).build()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::sys::{neg_errno, syscall};
 use crate::op::Request;
 use crate::pool::BufPool;
-use crate::sys::linux::op::Op;
+use crate::sys::linux::op::{Addr, Op};
 
 /// Which readiness an operation waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,15 +93,21 @@ impl Io {
     pub(super) fn prepare(op: &mut Op, token: u64) -> Io {
         let fd = op.fd;
         let call = match &mut op.req {
-            Request::Accept => Call::Accept {
-                addr: (&mut op.addr as *mut socket2::SockAddrStorage).cast(),
-                len: &mut op.addr_len,
-            },
-            Request::Connect(_) => Call::Connect {
-                addr: (&op.addr as *const socket2::SockAddrStorage).cast(),
-                len: op.addr_len,
-                started: false,
-            },
+            Request::Accept => {
+                let a = Addr::of_op(&mut op.addr);
+                Call::Accept {
+                    addr: (&mut a.storage as *mut socket2::SockAddrStorage).cast(),
+                    len: &mut a.len,
+                }
+            }
+            Request::Connect(_) => {
+                let a = Addr::of_op(&mut op.addr);
+                Call::Connect {
+                    addr: (&a.storage as *const socket2::SockAddrStorage).cast(),
+                    len: a.len,
+                    started: false,
+                }
+            }
             Request::Recv(buf) => {
                 let (buf, len) = spare(buf);
                 Call::Recv { buf, len }
