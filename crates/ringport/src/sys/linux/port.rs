@@ -521,6 +521,28 @@ fn port_closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "completion port is closed")
 }
 
+/// Before a waiter sleeps in the futex, it watches its slot for a moment
+/// (the back-off of crossbeam: 127 spin hints, then a few yields): a packet
+/// handed over within microseconds, as between two busy threads, then costs no
+/// sleep and no wake-up. Returns true when the caller should look at its
+/// status again instead of parking.
+fn spin_before_parking(spins: &mut u32) -> bool {
+    const SPIN_STEPS: u32 = 7;
+    const YIELD_STEPS: u32 = 4;
+    if *spins >= SPIN_STEPS + YIELD_STEPS {
+        return false;
+    }
+    if *spins < SPIN_STEPS {
+        for _ in 0..(1u32 << *spins) {
+            std::hint::spin_loop();
+        }
+    } else {
+        std::thread::yield_now();
+    }
+    *spins += 1;
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,26 +602,4 @@ mod tests {
         assert_eq!(split(t).1, 0);
         assert_eq!(t >> 63, 0);
     }
-}
-
-/// Before a waiter sleeps in the futex, it watches its slot for a moment
-/// (the back-off of crossbeam: 127 spin hints, then a few yields): a packet
-/// handed over within microseconds, as between two busy threads, then costs no
-/// sleep and no wake-up. Returns true when the caller should look at its
-/// status again instead of parking.
-fn spin_before_parking(spins: &mut u32) -> bool {
-    const SPIN_STEPS: u32 = 7;
-    const YIELD_STEPS: u32 = 4;
-    if *spins >= SPIN_STEPS + YIELD_STEPS {
-        return false;
-    }
-    if *spins < SPIN_STEPS {
-        for _ in 0..(1u32 << *spins) {
-            std::hint::spin_loop();
-        }
-    } else {
-        std::thread::yield_now();
-    }
-    *spins += 1;
-    true
 }
