@@ -80,7 +80,7 @@ if [[ $QUICK == 0 ]]; then
         WINE_RESULT="$((passed - skipped)) passed, $skipped skipped (Wine does not reproduce the kernel behaviour they check)"
         # The harness's own "test NAME ... ok" may land inside a SKIP line.
         grep '^SKIP (wine)' "$log" |
-            sed -E 's/test [A-Za-z0-9_:]+ \.\.\. //g; s/(ok|FAILED)$//; s/^/    /' >"$log.skips" || true
+            sed -E 's/test [A-Za-z0-9_:]+ \.\.\. //g; s/: (ok|FAILED)/: /; s/(ok|FAILED)$//; s/^/    /' >"$log.skips" || true
     else
         rm -f "$log"
         echo "tests failed under Wine (x86_64-pc-windows-gnu)" >&2
