@@ -84,6 +84,27 @@ impl Args {
     }
 }
 
+/// The `main` of every benchmark binary: runs `run`, prints `usage` for
+/// `--help` (reported by `run` as the error `"help"`), and turns any other
+/// error into one line `name: error` and a failing exit status.
+pub fn main_with(
+    name: &str,
+    usage: &str,
+    run: impl FnOnce() -> Result<(), String>,
+) -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e == "help" => {
+            println!("{usage}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

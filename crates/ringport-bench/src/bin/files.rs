@@ -24,17 +24,7 @@ const USAGE: &str = "usage: files [--depth 32] [--size-mib 256] [--duration 5] [
                      [--runs 3] [--file PATH]";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e == "help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("files: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ringport_bench::args::main_with("files", USAGE, run)
 }
 
 struct Config {

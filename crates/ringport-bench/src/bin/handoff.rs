@@ -18,17 +18,7 @@ const USAGE: &str = "usage: handoff [--runs N (5)] [--count HAND-OFFS PER RUN (1
                      [--pattern stream|batched|ping-pong] [--backend auto|io_uring|epoll] [--json]";
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e == "help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("handoff: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ringport_bench::args::main_with("handoff", USAGE, run)
 }
 
 fn run() -> Result<(), String> {

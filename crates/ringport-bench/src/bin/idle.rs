@@ -24,17 +24,7 @@ const MESSAGE: &[u8; 64] = &[0x5a; 64];
 const SETTLE: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e == "help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("idle: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ringport_bench::args::main_with("idle", USAGE, run)
 }
 
 fn run() -> Result<(), String> {

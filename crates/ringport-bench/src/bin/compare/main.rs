@@ -51,17 +51,7 @@ const FLAGS: &[&str] = &[
 ];
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e == "help" => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("compare: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ringport_bench::args::main_with("compare", USAGE, run)
 }
 
 struct Config {

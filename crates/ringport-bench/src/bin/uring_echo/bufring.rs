@@ -75,9 +75,9 @@ impl BufRing {
     /// Puts buffer `bid` back in the ring; the kernel sees it after [`publish`](Self::publish).
     pub fn give_back(&mut self, bid: u16) {
         let addr = self.addr(bid, 0) as u64;
-        // SAFETY: the index is below COUNT, so the entry is inside the ring; the
-        // kernel only reads entries between its head and our published tail,
-        // and this one is past that tail, so nobody else is using it.
+        // The kernel only reads entries between its head and our published
+        // tail, and this one is past that tail, so nobody else is using it.
+        // SAFETY: the index is below COUNT (inside the ring); unused, as above.
         let e = unsafe { &mut *self.entries.add(usize::from(self.tail & (COUNT - 1))) };
         e.set_addr(addr);
         e.set_len(SIZE as u32);

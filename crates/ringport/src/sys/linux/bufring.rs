@@ -72,9 +72,9 @@ impl BufRing {
                 slots: (0..entries).map(|_| None).collect(),
             }),
         };
-        // SAFETY: the memory is page aligned, zeroed and `entries` entries
-        // long; it stays allocated until `Drop`, and the driver unregisters
+        // The memory stays allocated until `Drop`, and the driver unregisters
         // the ring (or leaks it) before dropping it.
+        // SAFETY: page aligned, zeroed, `entries` entries long, outlives use.
         unsafe { submitter.register_buf_ring_with_flags(base.as_ptr() as u64, entries, GROUP, 0)? };
         {
             let mut s = lock(&ring.slots);
@@ -130,10 +130,10 @@ impl BufRing {
 
     /// Makes every entry written so far visible to the kernel.
     fn store_tail(&self, tail: u16) {
-        // SAFETY: the tail field lives in the ring's first entry, inside the
-        // allocation; the kernel reads it atomically.
+        // SAFETY: the tail field lives in the ring's first entry, inside the allocation.
         let t = unsafe { BufRingEntry::tail(self.base.as_ptr()) } as *const AtomicU16;
-        // SAFETY: `t` is a valid, aligned u16 that only this ring writes.
+        // The kernel reads the tail atomically; only this ring writes it.
+        // SAFETY: `t` is a valid, aligned u16, as above.
         unsafe { (*t).store(tail, Ordering::Release) };
     }
 }

@@ -113,9 +113,9 @@ impl Op {
             match &mut req {
                 Request::RecvPooled { buf: Some(buf), .. } => {
                     let n = (res as usize).min(buf.capacity());
-                    // SAFETY: the kernel (or the epoll driver's recv) wrote `n`
-                    // bytes at the start of this empty buffer, and `n` is within
-                    // its capacity.
+                    // The kernel (or the epoll driver's recv) wrote `n` bytes
+                    // at the start of this empty buffer.
+                    // SAFETY: as above; `n` is within its capacity.
                     unsafe { buf.set_len(n) };
                     Ok(n)
                 }

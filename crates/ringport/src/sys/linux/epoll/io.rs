@@ -77,9 +77,9 @@ pub(super) struct Io {
     call: Call,
 }
 
-// SAFETY: the pointers name memory of an `Op` that the port keeps boxed and
-// unmoved until the token is reported; whichever thread holds the `Io` (under
-// the lock of the queue it sits in) is the only one that uses them.
+// The pointers name memory of an `Op` that the port keeps boxed and unmoved
+// until the token is reported.
+// SAFETY: only the thread holding the `Io` (under its queue's lock) uses them.
 unsafe impl Send for Io {}
 
 /// Largest transfer asked of one call, so a byte count always fits the `i32`
@@ -179,10 +179,10 @@ impl Io {
     /// unmoved: the driver has not reported this token yet.
     pub(super) unsafe fn attempt(&mut self) -> Attempt {
         let fd = self.fd;
-        // SAFETY: in every arm the pointers name the live `Op`'s memory, as this
-        // function's contract says: its address storage and length, the spare
-        // capacity of a receive buffer (`len` bytes writable), the bytes of a
-        // send buffer (`len` readable).
+        // In every arm the pointers name the live `Op`'s memory: its address
+        // storage and length, the spare capacity of a receive buffer (`len`
+        // bytes writable), the bytes of a send buffer (`len` readable).
+        // SAFETY: as above, by this function's contract.
         unsafe {
             match &mut self.call {
                 Call::Accept { addr, len } => accept(fd, *addr, *len),
