@@ -84,6 +84,23 @@ impl Args {
     }
 }
 
+/// The command line of the peer echo servers: `--addr` (default
+/// `127.0.0.1:0`) and `--threads` (default the number of CPUs, at least 1).
+/// `--help` is reported as the error `"help"` (see [`main_with`]).
+pub fn server_args() -> Result<(std::net::SocketAddr, usize), String> {
+    let args = Args::parse(std::env::args().skip(1), &["addr", "threads"], &[]).map_err(|e| e.0)?;
+    let addr = args
+        .str("addr")
+        .unwrap_or("127.0.0.1:0")
+        .parse()
+        .map_err(|e| format!("--addr: {e}"))?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    match args.get("threads", cpus).map_err(|e| e.0)? {
+        0 => Err("--threads must be at least 1".into()),
+        n => Ok((addr, n)),
+    }
+}
+
 /// The `main` of every benchmark binary: runs `run`, prints `usage` for
 /// `--help` (reported by `run` as the error `"help"`), and turns any other
 /// error into one line `name: error` and a failing exit status.

@@ -12,7 +12,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ringport_bench::args::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
@@ -21,33 +20,10 @@ const BUF_SIZE: usize = 16 * 1024;
 const USAGE: &str = "usage: tokio_echo [--addr 127.0.0.1:0] [--threads N (CPUs)]";
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1), &["addr", "threads"], &[]) {
-        Ok(a) => a,
-        Err(e) if e.0 == "help" => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return fail(&e),
-    };
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let addr: SocketAddr = match args.get("addr", "127.0.0.1:0".parse().expect("valid literal")) {
-        Ok(a) => a,
-        Err(e) => return fail(&e),
-    };
-    let threads = match args.get("threads", cpus) {
-        Ok(0) => return fail(&"--threads must be at least 1"),
-        Ok(n) => n,
-        Err(e) => return fail(&e),
-    };
-    match serve(addr, threads) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&format_args!("{addr}: {e}")),
-    }
-}
-
-fn fail(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("tokio_echo: {e}");
-    ExitCode::FAILURE
+    ringport_bench::args::main_with("tokio_echo", USAGE, || {
+        let (addr, threads) = ringport_bench::args::server_args()?;
+        serve(addr, threads).map_err(|e| format!("{addr}: {e}"))
+    })
 }
 
 fn serve(addr: SocketAddr, threads: usize) -> io::Result<()> {

@@ -30,38 +30,15 @@ const USAGE: &str = "usage: uring_echo [--addr 127.0.0.1:0] [--threads N (CPUs)]
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
-    use ringport_bench::args::Args;
-    let args = match Args::parse(std::env::args().skip(1), &["addr", "threads"], &[]) {
-        Ok(a) => a,
-        Err(e) if e.0 == "help" => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return fail(&e),
-    };
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let addr = match args.str("addr").unwrap_or("127.0.0.1:0").parse() {
-        Ok(a) => a,
-        Err(e) => return fail(&format_args!("--addr: {e}")),
-    };
-    let threads = match args.get("threads", cpus) {
-        Ok(0) => return fail(&"--threads must be at least 1"),
-        Ok(n) => n,
-        Err(e) => return fail(&e),
-    };
-    match server::run(addr, threads) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
-    }
+    ringport_bench::args::main_with("uring_echo", USAGE, || {
+        let (addr, threads) = ringport_bench::args::server_args()?;
+        server::run(addr, threads).map_err(|e| e.to_string())
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
 fn main() -> ExitCode {
-    let _ = USAGE;
-    fail(&"the io_uring ceiling server runs only on Linux")
-}
-
-fn fail(e: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("uring_echo: {e}");
-    ExitCode::FAILURE
+    ringport_bench::args::main_with("uring_echo", USAGE, || {
+        Err("the io_uring ceiling server runs only on Linux".into())
+    })
 }
