@@ -132,11 +132,12 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(20));
         wanted.store(false, Ordering::SeqCst);
-        // The holder leaves and comes straight back (a new poller): the waiter
-        // is unparked by the release, sees it is not wanted, and returns.
-        drop(held);
-        let _again = lock.try_lock();
+        // The port wakes a waiter whose status changed. The lock stays held
+        // throughout: were it released, the waiter could rightly take it
+        // first, which made this test race.
+        t.thread().unpark();
         assert!(!t.join().unwrap());
+        drop(held);
     }
 
     /// The waiter's status changes, and the holder releases and retakes the
