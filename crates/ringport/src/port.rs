@@ -434,9 +434,7 @@ impl CompletionPort {
     /// when the port is closed. A failed I/O is not an error here: it is a
     /// completion whose [`result`](Completion::result) is an error.
     pub fn get(&self, timeout: Option<Duration>) -> Result<Completion, GetError> {
-        let mut out = Vec::with_capacity(1);
-        self.sys().get_many(&mut out, 1, timeout)?;
-        out.pop().ok_or(GetError::TimedOut)
+        self.sys().get(timeout)
     }
 
     /// Dequeues up to `max` packets into `out` in one call

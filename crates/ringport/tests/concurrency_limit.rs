@@ -115,11 +115,14 @@ fn packets_stay_queued_while_limit_reached() {
     });
 }
 
-/// When the running thread calls get again, its slot goes to a waiter.
+/// A running thread that dequeues again takes a queued packet itself, before
+/// any waiter: the NT kernel's `KeRemoveQueue` gives back the caller's slot
+/// (`CurrentCount--`) and, while below the limit, hands the caller the head of
+/// the queue. A waiter gets what the running threads leave.
 #[test]
-fn dequeue_again_hands_the_slot_over() {
+fn dequeue_again_takes_the_queued_packet_first() {
     if util::skip_under_wine(
-        "dequeue_again_hands_the_slot_over",
+        "dequeue_again_takes_the_queued_packet_first",
         "Wine 8 does not enforce the concurrency limit of a completion port",
     ) {
         return;
@@ -137,12 +140,15 @@ fn dequeue_again_hands_the_slot_over() {
         // The packet stays queued: this thread still runs.
         thread::sleep(Duration::from_millis(100));
         assert_eq!(port.stats().queued, 1);
-        // This thread's next dequeue frees its slot first, so the packet goes
-        // to the thread that was already waiting, and this one times out.
-        let mine = port.get(Some(Duration::from_millis(1)));
-        assert!(matches!(mine, Err(GetError::TimedOut)), "got {mine:?}");
-        let got = other.join().unwrap();
-        assert_eq!(got, 2);
+        // This thread's next dequeue gives back its slot and takes it again at
+        // once, with the packet; the waiter goes on waiting.
+        assert_eq!(port.get(Some(Duration::from_millis(1))).unwrap().user(), 2);
+        assert_eq!(port.stats().waiting, 1);
+        assert_eq!(port.stats().running, 1);
+        // Once this thread stops running, the waiter gets the next packet.
+        let _blocked = port.blocking();
+        util::post(&port, 3).unwrap();
+        assert_eq!(other.join().unwrap(), 3);
     });
 }
 

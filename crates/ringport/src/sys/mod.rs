@@ -12,7 +12,7 @@
 //!   - `start(&Arc<Handle>, Request, user) -> Result<OpId, StartError>`: an accepted
 //!     operation owns its `Request` (buffer included) until its one completion
 //!     hands everything back (R3, R4); a refused one hands it back at once.
-//!   - `get_many(out, max, timeout)`: FIFO packets, LIFO waiters, the concurrency
+//!   - `get(timeout)` and `get_many(out, max, timeout)`: FIFO packets, LIFO waiters, the concurrency
 //!     count of the calling thread (R5..R8); `post(Packet)` (R9).
 //!   - `cancel(&Handle, Option<OpId>)`: asks, never removes a completion (R10).
 //!   - `submit()`: flushes batched submissions.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use socket2::{SockAddr, SockAddrStorage};
 
 use super::handle::Handle as SysHandle;
-use crate::completion::{Completion, OpId};
+use crate::completion::{Completion, OpId, Packet};
 use crate::handle::Handle;
 use crate::op::Request;
 
@@ -33,6 +33,27 @@ pub(crate) struct Op {
     /// Times the operation was submitted again after the kernel cancelled it
     /// on its own (see `Port::complete`).
     pub(crate) resubmits: u32,
+}
+
+/// A packet as the port's queue holds it: 32 bytes, so the queue's blocks
+/// stay small. A posted packet is copied in, a reaped operation's box moved
+/// in, and the [`Completion`] is made by the thread that dequeues it. Every
+/// entry is made into its completion, even one the port discards, so an
+/// accepted socket is never leaked.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    Posted(Packet),
+    /// The operation, its token and the kernel's result.
+    Done(Box<Op>, u64, i32),
+}
+
+impl Entry {
+    pub(crate) fn into_completion(self) -> Completion {
+        match self {
+            Entry::Posted(p) => Completion::posted(p),
+            Entry::Done(op, token, res) => op.finish(token, res),
+        }
+    }
 }
 
 /// A socket address the kernel reads (connect) or writes (accept).
@@ -93,7 +114,8 @@ impl Op {
     }
 
     /// Turns the kernel's result (a byte count, a new descriptor, or `-errno`)
-    /// into the completion, handing back everything the operation owned.
+    /// into the completion, handing back everything the operation owned. The
+    /// handle was told (`op_done`) when the operation was reaped.
     pub(crate) fn finish(self, token: u64, res: i32) -> Completion {
         let Op {
             mut req,
@@ -104,7 +126,6 @@ impl Op {
             resubmits,
             ..
         } = self;
-        handle.op_done(token);
         let kind = req.kind();
         let mut accepted = None;
         let result = if res < 0 {
@@ -158,7 +179,7 @@ impl Op {
             result,
             buf: req.into_buf(),
             handle: Some(Handle { inner: handle }),
-            accepted,
+            accepted: accepted.map(Box::new),
         }
     }
 }

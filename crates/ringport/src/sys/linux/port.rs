@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::Backoff;
 use slab::Slab;
 
 use super::backend::choose;
 use super::driver::{Driver, Wait};
 use super::epoll::Source;
 use super::handle::{Handle, Owned};
-use super::op::Op;
+use super::op::{Entry, Op};
 use super::thread;
 use super::uring::Filled;
 use super::waiters::{lock, Arrival, Core, Status, Waiter};
@@ -222,7 +223,7 @@ impl Port {
         if self.core.is_closed() {
             return Err(port_closed());
         }
-        if self.core.push([Completion::posted(packet)], None) {
+        if self.core.push([Entry::Posted(packet)], None) {
             self.driver.wake();
         }
         Ok(())
@@ -317,10 +318,10 @@ impl Port {
             return;
         }
         self.core.ops_done(taken.len());
-        let done: Vec<Completion> = taken
-            .into_iter()
-            .map(|(op, t, res)| op.finish(t, res))
-            .collect();
+        let done = taken.into_iter().map(|(op, t, res)| {
+            op.handle.op_done(t);
+            Entry::Done(op, t, res)
+        });
         if self.core.push(done, me) {
             self.driver.wake();
         }
@@ -382,6 +383,16 @@ impl Port {
         thread::set_running(self);
     }
 
+    /// `GetQueuedCompletionStatus`.
+    pub(crate) fn get(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Completion, GetError> {
+        if let Some(c) = self.get_fast(timeout, Core::take_one_again)? {
+            return Ok(c);
+        }
+        let mut out = Vec::with_capacity(1);
+        self.get_slow(&mut out, 1, timeout)?;
+        out.pop().ok_or(GetError::TimedOut)
+    }
+
     /// `GetQueuedCompletionStatusEx`.
     pub(crate) fn get_many(
         self: &Arc<Self>,
@@ -389,25 +400,71 @@ impl Port {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, GetError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let me = thread::waiter();
-        if let Some(prev) = thread::take_running() {
-            prev.release_slot(Some(&me));
-            if !Arc::ptr_eq(&prev, self) {
-                let _ = prev.submit();
-            }
+        if let Some(n) = self.get_fast(timeout, |core| core.take_again(out, max))? {
+            return Ok(n);
         }
+        self.get_slow(out, max, timeout)
+    }
+
+    /// The first half of every dequeue: submit what this thread batched and
+    /// reap what the kernel finished, then, for a thread that runs on this
+    /// port, the lock-free way: it takes queued packets again at once and
+    /// keeps its slot. With nothing queued and nothing in flight it watches
+    /// the queue for a moment first (crossbeam's back-off, as a channel's
+    /// receiver does), so a stream of posts from another busy thread costs no
+    /// lock and no sleep. `Ok(None)`: take the slow way.
+    fn get_fast<T>(
+        &self,
+        timeout: Option<Duration>,
+        mut take: impl FnMut(&Core) -> Option<T>,
+    ) -> Result<Option<T>, GetError> {
         // With nothing in flight there is nothing to submit (every entry
         // belongs to an operation, or is a wake-up, which goes at once) and
         // nothing to reap: a pure hand-off skips the kernel's rings. A stale
         // wake-up left in the completion queue is drained by the next poller
-        // before it sleeps.
-        if self.core.inflight() > 0 {
+        // before it sleeps. The caller still holds its slot if it had one, so
+        // what the reap queues is its to take first.
+        let busy = self.core.inflight() > 0;
+        if busy {
             self.submit().map_err(GetError::Os)?;
             self.reap(Wait::No, None).map_err(GetError::Os)?;
         }
+        if !thread::is_running_on(self) {
+            return Ok(None);
+        }
+        let no_spin = busy || timeout == Some(Duration::ZERO);
+        let backoff = Backoff::new();
+        loop {
+            if let Some(t) = take(&self.core) {
+                return Ok(Some(t));
+            }
+            if no_spin || backoff.is_completed() {
+                return Ok(None);
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// The second half: give back the slot, then take packets or wait for them.
+    fn get_slow(
+        self: &Arc<Self>,
+        out: &mut Vec<Completion>,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<usize, GetError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let me = thread::waiter();
+        let holding = match thread::take_running() {
+            Some(prev) if Arc::ptr_eq(&prev, self) => true,
+            Some(prev) => {
+                prev.release_slot(Some(&me));
+                let _ = prev.submit();
+                false
+            }
+            None => false,
+        };
         let poll_only = timeout == Some(Duration::ZERO);
-        match self.core.arrive(&me, out, max, poll_only) {
+        match self.core.arrive(&me, out, max, poll_only, holding) {
             Arrival::Took(n) => {
                 thread::set_running(self);
                 Ok(n)
@@ -425,7 +482,9 @@ impl Port {
         out: &mut Vec<Completion>,
         deadline: Option<Instant>,
     ) -> Result<usize, GetError> {
-        let mut spins = 0;
+        // Before a waiter sleeps in the futex it watches its slot for a moment:
+        // a packet handed over within microseconds then costs no wake-up.
+        let backoff = Backoff::new();
         loop {
             let status = {
                 let mut slot = me.slot();
@@ -462,7 +521,9 @@ impl Port {
                         return Err(GetError::Os(e));
                     }
                 }
-            } else if !spin_before_parking(&mut spins) {
+            } else if !backoff.is_completed() {
+                backoff.snooze();
+            } else {
                 match remaining {
                     None => std::thread::park(),
                     Some(r) => std::thread::park_timeout(r),
@@ -526,28 +587,6 @@ impl Drop for Port {
 
 fn port_closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "completion port is closed")
-}
-
-/// Before a waiter sleeps in the futex, it watches its slot for a moment
-/// (the back-off of crossbeam: 127 spin hints, then a few yields): a packet
-/// handed over within microseconds, as between two busy threads, then costs no
-/// sleep and no wake-up. Returns true when the caller should look at its
-/// status again instead of parking.
-fn spin_before_parking(spins: &mut u32) -> bool {
-    const SPIN_STEPS: u32 = 7;
-    const YIELD_STEPS: u32 = 4;
-    if *spins >= SPIN_STEPS + YIELD_STEPS {
-        return false;
-    }
-    if *spins < SPIN_STEPS {
-        for _ in 0..(1u32 << *spins) {
-            std::hint::spin_loop();
-        }
-    } else {
-        std::thread::yield_now();
-    }
-    *spins += 1;
-    true
 }
 
 #[cfg(test)]

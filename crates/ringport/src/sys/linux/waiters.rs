@@ -1,15 +1,29 @@
 //! The port core without the kernel: FIFO packets, LIFO waiters, the
 //! concurrency count, and who of the waiters sleeps in the kernel (the poller).
 //!
+//! The packets wait in a lock-free queue, so that `post` and the dequeue of a
+//! thread that already runs on the port take no lock: the hand-off between two
+//! busy threads costs what a channel's does. Everything about waiters (the
+//! stack, the poller, the running count's changes) stays under `Core::state`.
+//! A push and a waiter that joins the stack meet as in Dekker's algorithm: the
+//! push stores its packet then reads `stacked`, the waiter stores `stacked`
+//! then reads the queue, so at least one of them sees the other and no packet
+//! waits beside a waiter that could take it. The waiter's side has a `SeqCst`
+//! fence between its store and its read; the push's side needs none of its
+//! own, because `SegQueue::push` claims its slot with a `SeqCst`
+//! compare-exchange on the queue's tail, which the waiter's fence orders
+//! against, before the push reads `stacked` with `SeqCst` (crossbeam-channel's
+//! unbounded channel meets its sleeping receivers the same way).
+//!
 //! Lock order: `Core::state`, then a `Waiter::slot`. Nothing here calls the
 //! kernel; the caller wakes the poller when a function says so.
 
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 
-use sync::{AtomicBool, AtomicUsize, Mutex, MutexGuard, Thread};
+use sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Thread};
 
+use super::op::Entry;
 use crate::completion::Completion;
 
 /// The primitives of the core: std's, or loom's when model checking
@@ -17,15 +31,42 @@ use crate::completion::Completion;
 /// be explored.
 #[cfg(not(loom))]
 mod sync {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
     pub(crate) use std::sync::{Mutex, MutexGuard};
     pub(crate) use std::thread::{current, Thread};
+
+    /// The packet queue: FIFO, many producers and consumers, no lock.
+    pub(crate) type Queue<T> = crossbeam_queue::SegQueue<T>;
 }
 #[cfg(loom)]
 mod sync {
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
     pub(crate) use loom::sync::{Mutex, MutexGuard};
     pub(crate) use loom::thread::{current, Thread};
+
+    /// The packet queue under loom: a locked `VecDeque` with `SegQueue`'s
+    /// methods (loom cannot look inside crossbeam's atomics), so the model
+    /// checks the protocol around the queue, taking the queue as linearizable.
+    #[derive(Debug)]
+    pub(crate) struct Queue<T>(Mutex<std::collections::VecDeque<T>>);
+
+    impl<T> Queue<T> {
+        pub(crate) fn new() -> Self {
+            Queue(Mutex::new(std::collections::VecDeque::new()))
+        }
+        /// As `SegQueue::push`, whose `SeqCst` compare-exchange on the tail
+        /// the fence stands for.
+        pub(crate) fn push(&self, t: T) {
+            self.0.lock().unwrap().push_back(t);
+            fence(std::sync::atomic::Ordering::SeqCst);
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
+            self.0.lock().unwrap().pop_front()
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
 }
 
 /// Where a waiting thread stands.
@@ -80,6 +121,7 @@ impl Waiter {
 }
 
 /// What a dequeue found on arrival.
+#[derive(Debug)]
 pub(crate) enum Arrival {
     /// Packets were moved to the caller's vector; it now runs on the port.
     Took(usize),
@@ -92,13 +134,9 @@ pub(crate) enum Arrival {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Completion>,
     /// Waiting threads, most recent last: served from the top (R5).
     stack: Vec<Arc<Waiter>>,
     poller: Option<Arc<Waiter>>,
-    running: usize,
-    closed: bool,
-    completed: u64,
 }
 
 /// Counters read by `stats`.
@@ -113,12 +151,23 @@ pub(crate) struct Counts {
 /// The queue and the waiters of one port.
 #[derive(Debug)]
 pub(crate) struct Core {
+    queue: sync::Queue<Entry>,
     state: Mutex<State>,
     concurrency: usize,
+    /// Threads running on the port (R6). Changed only under `state`; read
+    /// without it by a running thread that dequeues again.
+    running: AtomicUsize,
+    /// Set once, under `state`.
+    closed: AtomicBool,
+    /// Packets queued since the start; written by producers only, on a cache
+    /// line of its own.
+    pushed: crossbeam_utils::CachePadded<AtomicU64>,
     /// Operations accepted and not yet reaped: while non-zero, one waiter must
     /// sleep in the kernel. Paired with `stacked` (both `SeqCst`): a starter
     /// raises this then reads `stacked`; a waiter raises `stacked` then reads this.
     inflight: AtomicUsize,
+    /// `state.stack.len()`, stored under `state`: a push that reads 0 here
+    /// leaves its packets for a dequeue to take, without the lock.
     stacked: AtomicUsize,
     has_poller: AtomicBool,
 }
@@ -137,8 +186,12 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Core {
     pub(crate) fn new(concurrency: usize) -> Core {
         Core {
+            queue: sync::Queue::new(),
             state: Mutex::new(State::default()),
             concurrency,
+            running: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            pushed: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
             inflight: AtomicUsize::new(0),
             stacked: AtomicUsize::new(0),
             has_poller: AtomicBool::new(false),
@@ -153,8 +206,8 @@ impl Core {
         self.has_poller.load(SeqCst)
     }
 
-    /// An operation was accepted. Returns true when the poller must be woken
-    /// (never: a new poller is woken by unpark, and an existing one needs nothing).
+    /// An operation was accepted. A new poller is woken by unpark, and an
+    /// existing one needs nothing.
     pub(crate) fn op_started(&self) {
         self.inflight.fetch_add(1, SeqCst);
         if self.stacked.load(SeqCst) > 0 && !self.has_poller.load(SeqCst) {
@@ -168,27 +221,71 @@ impl Core {
         self.inflight.fetch_sub(n, SeqCst);
     }
 
+    /// Moves up to `max` queued packets to `out`; returns how many.
+    fn pop_into(&self, out: &mut Vec<Completion>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(e) = self.queue.pop() else { break };
+            out.push(e.into_completion());
+            n += 1;
+        }
+        n
+    }
+
+    fn pop_one(&self) -> Option<Completion> {
+        self.queue.pop().map(Entry::into_completion)
+    }
+
+    /// A thread that runs on the port dequeues again: like Windows, which
+    /// serves the calling thread before any waiter, it gives back its slot and
+    /// takes it again at once when packets are queued and the count allows,
+    /// with no lock. `Some(n)`: it keeps running; `None`: nothing was taken
+    /// and it still holds its slot, to give back in [`Core::arrive`].
+    pub(crate) fn take_again(&self, out: &mut Vec<Completion>, max: usize) -> Option<usize> {
+        match self.may_take_again() {
+            true => Some(self.pop_into(out, max)).filter(|&n| n > 0),
+            false => None,
+        }
+    }
+
+    /// [`Core::take_again`] for one packet.
+    pub(crate) fn take_one_again(&self) -> Option<Completion> {
+        if self.may_take_again() {
+            self.pop_one()
+        } else {
+            None
+        }
+    }
+
+    fn may_take_again(&self) -> bool {
+        // Above the limit (a thread came back from blocking), giving back the
+        // slot leaves none to take again: the slow way decides.
+        !self.closed.load(SeqCst) && self.running.load(Relaxed) <= self.concurrency
+    }
+
     /// A dequeue arrives: take packets if the count allows, else join the stack
-    /// (unless `poll_only`).
+    /// (unless `poll_only`). `holding`: the caller ran on the port until now,
+    /// and its slot is given back first.
     pub(crate) fn arrive(
         &self,
         me: &Arc<Waiter>,
         out: &mut Vec<Completion>,
         max: usize,
         poll_only: bool,
+        holding: bool,
     ) -> Arrival {
         let mut st = guard(&self.state);
-        if st.closed {
+        if holding {
+            self.running.fetch_sub(1, SeqCst);
+        }
+        if self.closed.load(SeqCst) {
             return Arrival::Closed;
         }
-        if st.running < self.concurrency && !st.queue.is_empty() {
-            let n = max.min(st.queue.len());
-            out.extend(st.queue.drain(..n));
-            st.running += 1;
-            return Arrival::Took(n);
-        }
         if poll_only {
-            return Arrival::Empty;
+            return match self.take_slot(out, max) {
+                0 => Arrival::Empty,
+                n => Arrival::Took(n),
+            };
         }
         {
             let mut slot = me.slot();
@@ -196,26 +293,59 @@ impl Core {
             slot.max = max;
             slot.got.clear();
         }
+        // On the stack before looking at the queue (Dekker, see the top): a
+        // push that missed us left its packet where we now find it.
         st.stack.push(me.clone());
         self.stacked.store(st.stack.len(), SeqCst);
+        fence(SeqCst);
+        if let n @ 1.. = self.take_slot(out, max) {
+            // We are the top of the stack, the first to serve.
+            st.stack.pop();
+            self.stacked.store(st.stack.len(), SeqCst);
+            me.slot().status = Status::Idle;
+            return Arrival::Took(n);
+        }
         self.ensure_poller(&mut st, Some(me));
         Arrival::Queued
+    }
+
+    /// Under `state`: takes up to `max` packets and a slot, if the count allows.
+    fn take_slot(&self, out: &mut Vec<Completion>, max: usize) -> usize {
+        if self.running.load(SeqCst) >= self.concurrency {
+            return 0;
+        }
+        let n = self.pop_into(out, max);
+        if n > 0 {
+            self.running.fetch_add(1, SeqCst);
+        }
+        n
     }
 
     /// Queues completions and hands them out. Returns true when the poller
     /// (which is not `me`) was served and must be woken from the kernel.
     pub(crate) fn push(
         &self,
-        items: impl IntoIterator<Item = Completion>,
+        items: impl IntoIterator<Item = Entry>,
         me: Option<&Arc<Waiter>>,
     ) -> bool {
-        let mut st = guard(&self.state);
-        if st.closed {
-            return false; // dropped by the caller's iterator owner
+        if self.closed.load(SeqCst) {
+            return false; // the items are dropped here
         }
-        let before = st.queue.len();
-        st.queue.extend(items);
-        st.completed += (st.queue.len() - before) as u64;
+        let mut n = 0;
+        for e in items {
+            self.queue.push(e);
+            n += 1;
+        }
+        self.pushed.fetch_add(n, Relaxed);
+        if self.closed.load(SeqCst) {
+            // `close` may have emptied the queue before these landed.
+            while self.pop_one().is_some() {}
+            return false;
+        }
+        if self.stacked.load(SeqCst) == 0 {
+            return false; // nobody waits: the next dequeue takes them
+        }
+        let mut st = guard(&self.state);
         self.dispatch(&mut st, me)
     }
 
@@ -223,13 +353,18 @@ impl Core {
     /// or exits). Returns true when the poller must be woken.
     pub(crate) fn release(&self, me: Option<&Arc<Waiter>>) -> bool {
         let mut st = guard(&self.state);
-        st.running = st.running.saturating_sub(1);
+        // Saturating: a thread never releases a slot it does not hold, but a
+        // wrapped count would stop the port for good.
+        let _ = self
+            .running
+            .fetch_update(SeqCst, SeqCst, |r| Some(r.saturating_sub(1)));
         self.dispatch(&mut st, me)
     }
 
     /// The calling thread runs again after blocking, even above the limit.
     pub(crate) fn reacquire(&self) {
-        guard(&self.state).running += 1;
+        let _st = guard(&self.state);
+        self.running.fetch_add(1, SeqCst);
     }
 
     /// Gives up waiting (timeout). Returns the status found: if `Served` or
@@ -255,9 +390,9 @@ impl Core {
 
     /// Marks the port closed and wakes every waiter. Returns the discarded
     /// packets (to drop outside the lock) and whether the poller must be woken.
-    pub(crate) fn close(&self) -> (VecDeque<Completion>, bool) {
+    pub(crate) fn close(&self) -> (Vec<Completion>, bool) {
         let mut st = guard(&self.state);
-        st.closed = true;
+        self.closed.store(true, SeqCst);
         for w in st.stack.drain(..) {
             w.slot().status = Status::Closed;
             w.thread.unpark();
@@ -265,20 +400,21 @@ impl Core {
         self.stacked.store(0, SeqCst);
         let wake = st.poller.take().is_some();
         self.has_poller.store(false, SeqCst);
-        (std::mem::take(&mut st.queue), wake)
+        let mut discarded = Vec::new();
+        self.pop_into(&mut discarded, usize::MAX);
+        (discarded, wake)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        guard(&self.state).closed
+        self.closed.load(SeqCst)
     }
 
     pub(crate) fn counts(&self) -> Counts {
-        let st = guard(&self.state);
         Counts {
-            queued: st.queue.len(),
-            running: st.running,
-            waiting: st.stack.len(),
-            completed: st.completed,
+            queued: self.queue.len(),
+            running: self.running.load(SeqCst),
+            waiting: self.stacked.load(SeqCst),
+            completed: self.pushed.load(Relaxed),
         }
     }
 
@@ -287,15 +423,18 @@ impl Core {
     /// needs no wake-up.
     fn dispatch(&self, st: &mut State, me: Option<&Arc<Waiter>>) -> bool {
         let mut wake_poller = false;
-        while st.running < self.concurrency && !st.queue.is_empty() {
-            let Some(w) = st.stack.pop() else { break };
+        while self.running.load(SeqCst) < self.concurrency {
+            let Some(top) = st.stack.last() else { break };
             {
-                let mut slot = w.slot();
-                let n = slot.max.min(st.queue.len());
-                slot.got.extend(st.queue.drain(..n));
+                let mut slot = top.slot();
+                let max = slot.max;
+                if self.pop_into(&mut slot.got, max) == 0 {
+                    break;
+                }
                 slot.status = Status::Served;
             }
-            st.running += 1;
+            let w = st.stack.pop().expect("the top was just served");
+            self.running.fetch_add(1, SeqCst);
             let is_me = me.is_some_and(|m| Arc::ptr_eq(m, &w));
             if st.poller.as_ref().is_some_and(|p| Arc::ptr_eq(p, &w)) {
                 st.poller = None;
@@ -313,7 +452,7 @@ impl Core {
     /// While operations are in flight and threads wait, one of them must wait
     /// in the kernel: promote the oldest (coldest) waiter.
     fn ensure_poller(&self, st: &mut State, me: Option<&Arc<Waiter>>) {
-        if st.poller.is_some() || st.closed || self.inflight.load(SeqCst) == 0 {
+        if st.poller.is_some() || self.closed.load(SeqCst) || self.inflight.load(SeqCst) == 0 {
             return;
         }
         let Some(w) = st.stack.first().cloned() else {
@@ -328,6 +467,13 @@ impl Core {
     }
 }
 
+impl Drop for Core {
+    /// Makes every entry left into its completion (see [`Entry`]) and drops it.
+    fn drop(&mut self) {
+        while self.pop_one().is_some() {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The core alone, without a kernel: these also run under miri.
@@ -335,8 +481,8 @@ mod tests {
     use super::*;
     use crate::completion::Packet;
 
-    fn packet(user: u64) -> Completion {
-        Completion::posted(Packet {
+    fn packet(user: u64) -> Entry {
+        Entry::Posted(Packet {
             bytes: 0,
             key: 0,
             user,
@@ -358,7 +504,7 @@ mod tests {
         let me = waiter();
         let mut out = Vec::new();
         assert!(matches!(
-            core.arrive(&me, &mut out, 3, false),
+            core.arrive(&me, &mut out, 3, false, false),
             Arrival::Took(3)
         ));
         assert_eq!(users(&out), [0, 1, 2]);
@@ -367,7 +513,7 @@ mod tests {
         let other = waiter();
         let mut out2 = Vec::new();
         assert!(matches!(
-            core.arrive(&other, &mut out2, 3, true),
+            core.arrive(&other, &mut out2, 3, true, false),
             Arrival::Empty
         ));
         assert_eq!(core.counts().queued, 2);
@@ -380,16 +526,16 @@ mod tests {
         core.push([packet(0)], None);
         let mut out = Vec::new();
         assert!(matches!(
-            core.arrive(&runner, &mut out, 1, false),
+            core.arrive(&runner, &mut out, 1, false, false),
             Arrival::Took(1)
         ));
         let (a, b) = (waiter(), waiter());
         assert!(matches!(
-            core.arrive(&a, &mut out, 1, false),
+            core.arrive(&a, &mut out, 1, false, false),
             Arrival::Queued
         ));
         assert!(matches!(
-            core.arrive(&b, &mut out, 1, false),
+            core.arrive(&b, &mut out, 1, false, false),
             Arrival::Queued
         ));
         core.push([packet(1), packet(2)], None);
@@ -410,11 +556,11 @@ mod tests {
         let (a, b) = (waiter(), waiter());
         let mut out = Vec::new();
         assert!(matches!(
-            core.arrive(&a, &mut out, 1, false),
+            core.arrive(&a, &mut out, 1, false, false),
             Arrival::Queued
         ));
         assert!(matches!(
-            core.arrive(&b, &mut out, 1, false),
+            core.arrive(&b, &mut out, 1, false, false),
             Arrival::Queued
         ));
         assert!(!core.has_poller(), "nothing in flight: nobody polls");
@@ -437,8 +583,8 @@ mod tests {
         core.op_started();
         let (a, b) = (waiter(), waiter());
         let mut out = Vec::new();
-        core.arrive(&a, &mut out, 1, false);
-        core.arrive(&b, &mut out, 1, false);
+        core.arrive(&a, &mut out, 1, false, false);
+        core.arrive(&b, &mut out, 1, false, false);
         assert_eq!(a.status(), Status::Polling);
         assert_eq!(core.leave(&a).0, Status::Idle);
         assert_eq!(b.status(), Status::Polling);
@@ -454,17 +600,17 @@ mod tests {
         let runner = waiter();
         core.push([packet(0), packet(1)], None);
         let mut out = Vec::new();
-        core.arrive(&runner, &mut out, 1, false);
+        core.arrive(&runner, &mut out, 1, false, false);
         let w = waiter();
         assert!(matches!(
-            core.arrive(&w, &mut out, 1, false),
+            core.arrive(&w, &mut out, 1, false, false),
             Arrival::Queued
         ));
         let (dropped, _) = core.close();
         assert_eq!(dropped.len(), 1);
         assert_eq!(w.status(), Status::Closed);
         assert!(matches!(
-            core.arrive(&w, &mut out, 1, false),
+            core.arrive(&w, &mut out, 1, false, false),
             Arrival::Closed
         ));
         assert!(!core.push([packet(9)], None));
@@ -477,16 +623,19 @@ mod tests {
         let (a, b) = (waiter(), waiter());
         core.push([packet(0), packet(1)], None);
         let mut out = Vec::new();
-        core.arrive(&a, &mut out, 1, false);
+        core.arrive(&a, &mut out, 1, false, false);
         core.release(Some(&a)); // a blocks
-        core.arrive(&b, &mut out, 1, false);
+        core.arrive(&b, &mut out, 1, false, false);
         core.reacquire(); // a is back while b runs
         assert_eq!(core.counts().running, 2);
         core.release(Some(&b));
         core.push([packet(2)], None);
         let w = waiter();
         // One still runs (a) and the limit is 1: the packet waits.
-        assert!(matches!(core.arrive(&w, &mut out, 1, true), Arrival::Empty));
+        assert!(matches!(
+            core.arrive(&w, &mut out, 1, true, false),
+            Arrival::Empty
+        ));
     }
 }
 
@@ -501,8 +650,8 @@ mod loom_tests {
     use crate::completion::Packet;
     use loom::thread;
 
-    fn packet(user: u64) -> Completion {
-        Completion::posted(Packet {
+    fn packet(user: u64) -> Entry {
+        Entry::Posted(Packet {
             bytes: 0,
             key: 0,
             user,
@@ -513,7 +662,7 @@ mod loom_tests {
     fn dequeue(core: &Core, max: usize) -> Option<Vec<u64>> {
         let me = Arc::new(Waiter::current());
         let mut out = Vec::new();
-        match core.arrive(&me, &mut out, max, false) {
+        match core.arrive(&me, &mut out, max, false, false) {
             Arrival::Took(_) => return Some(out.iter().map(|c| c.user()).collect()),
             Arrival::Closed => return None,
             Arrival::Empty => unreachable!("not polling"),
@@ -566,7 +715,7 @@ mod loom_tests {
             core.push([packet(0), packet(1)], None);
             let mut out = Vec::new();
             assert!(matches!(
-                core.arrive(&runner, &mut out, 1, false),
+                core.arrive(&runner, &mut out, 1, false, false),
                 Arrival::Took(1)
             ));
             let waiter = {
@@ -602,7 +751,7 @@ mod loom_tests {
             let me = Arc::new(Waiter::current());
             let mut out = Vec::new();
             assert!(matches!(
-                core.arrive(&me, &mut out, 1, false),
+                core.arrive(&me, &mut out, 1, false, false),
                 Arrival::Queued
             ));
             let pusher = {

@@ -156,7 +156,7 @@ impl Op {
             result,
             buf: req.into_buf(),
             handle: Some(Handle { inner: handle }),
-            accepted,
+            accepted: accepted.map(Box::new),
         }
     }
 

@@ -245,6 +245,13 @@ impl Port {
     }
 
     /// `GetQueuedCompletionStatusEx`.
+    /// `GetQueuedCompletionStatus`.
+    pub(crate) fn get(&self, timeout: Option<Duration>) -> Result<Completion, GetError> {
+        let mut out = Vec::with_capacity(1);
+        self.get_many(&mut out, 1, timeout)?;
+        out.pop().ok_or(GetError::TimedOut)
+    }
+
     pub(crate) fn get_many(
         &self,
         out: &mut Vec<Completion>,
