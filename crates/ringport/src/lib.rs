@@ -81,9 +81,11 @@
 //! On io_uring, an operation started by a thread that is running on the port
 //! (it is processing a completion) is batched: it reaches the kernel with the
 //! thread's next dequeue, together with everything else it started, in one
-//! system call. A thread that is not running on the port (say, the main thread
-//! before the workers start) submits at once, as does any thread while another
-//! waits in the kernel. [`CompletionPort::submit`] flushes by hand.
+//! system call, even while another thread waits in the kernel. A thread that is
+//! not running on the port (say, the main thread before the workers start)
+//! submits at once. [`CompletionPort::submit`] flushes by hand; a running
+//! thread about to wait on something other than the port says so with
+//! [`CompletionPort::blocking`], which submits too.
 //!
 //! # Backends
 //!

@@ -200,8 +200,10 @@ impl Port {
         debug_assert_eq!(t, next);
         self.core.op_started();
         // A thread between dequeues batches its submissions until its next
-        // dequeue, unless a poller sleeps in the kernel and would not see them.
-        let now = !thread::is_running_on(self) || self.core.has_poller();
+        // dequeue (or `blocking`, or its exit), which submits them in one
+        // system call; the poller asleep in the kernel needs none of them to
+        // wake, as completions wake it.
+        let now = !thread::is_running_on(self);
         // SAFETY: `op` is boxed in `self.ops` and stays there, unmoved, until
         // `reap_into_queue` takes it back for this token (or `close` leaks it).
         match unsafe { self.driver.start(op, t, now) } {
@@ -276,7 +278,10 @@ impl Port {
             log::warn!("ringport: submitting cancellations failed: {e}");
         }
         drop(targets);
-        self.complete(never_sent, Vec::new(), None);
+        let mut s = Scratch::take();
+        s.raw.extend(never_sent);
+        self.complete(&mut s, None);
+        s.put_back();
     }
 
     pub(crate) fn submit(&self) -> io::Result<()> {
@@ -285,44 +290,46 @@ impl Port {
 
     /// Reaps what the kernel finished and queues it.
     fn reap(&self, wait: Wait<'_>, me: Option<&Arc<Waiter>>) -> io::Result<()> {
-        let (mut raw, mut filled) = (Vec::new(), Vec::new());
-        let r = self.driver.reap(wait, &mut raw, &mut filled);
-        self.complete(raw, filled, me);
+        let mut s = Scratch::take();
+        let r = self.driver.reap(wait, &mut s.raw, &mut s.filled);
+        self.complete(&mut s, me);
+        s.put_back();
         r
     }
 
     /// Turns `(token, result)` pairs into completions and queues them.
     /// `filled` holds the buffers the kernel picked for pooled receives.
-    fn complete(&self, raw: Vec<(u64, i32)>, mut filled: Filled, me: Option<&Arc<Waiter>>) {
-        if raw.is_empty() {
+    fn complete(&self, s: &mut Scratch, me: Option<&Arc<Waiter>>) {
+        if s.raw.is_empty() {
             return;
         }
-        let taken: Vec<(Box<Op>, u64, i32)> = {
+        {
             let mut ops = lock(&self.ops);
-            raw.into_iter()
-                .filter_map(|(t, res)| match self.resubmit(&mut ops, t, res) {
-                    Ok(()) => None,
-                    Err(res) => ops.take(t).map(|mut op| {
-                        if let Some(i) = filled.iter().position(|(ft, _)| *ft == t) {
-                            op.fill(filled.swap_remove(i).1);
-                        }
-                        (op, t, res)
-                    }),
-                })
-                .collect()
-        };
-        for (_, buf) in filled {
+            for (t, res) in s.raw.drain(..) {
+                let res = match self.resubmit(&mut ops, t, res) {
+                    Ok(()) => continue,
+                    Err(res) => res,
+                };
+                let Some(mut op) = ops.take(t) else { continue };
+                if let Some(i) = s.filled.iter().position(|(ft, _)| *ft == t) {
+                    op.fill(s.filled.swap_remove(i).1);
+                }
+                s.done.push(Entry::Done(op, t, res));
+            }
+        }
+        for (_, buf) in s.filled.drain(..) {
             self.pool.give(buf);
         }
-        if taken.is_empty() {
+        if s.done.is_empty() {
             return;
         }
-        self.core.ops_done(taken.len());
-        let done = taken.into_iter().map(|(op, t, res)| {
-            op.handle.op_done(t);
-            Entry::Done(op, t, res)
-        });
-        if self.core.push(done, me) {
+        self.core.ops_done(s.done.len());
+        for e in &s.done {
+            if let Entry::Done(op, t, _) = e {
+                op.handle.op_done(*t);
+            }
+        }
+        if self.core.push(s.done.drain(..), me) {
             self.driver.wake();
         }
     }
@@ -576,6 +583,34 @@ impl Port {
             }
             log::error!("ringport: {left} operations did not finish after cancellation; their memory is leaked");
         }
+    }
+}
+
+/// The vectors of one reap, kept by each thread between reaps so that a busy
+/// port allocates none. Taken out while in use, so a reap inside a reap (none
+/// is known) would only allocate afresh.
+#[derive(Default)]
+struct Scratch {
+    raw: Vec<(u64, i32)>,
+    filled: Filled,
+    done: Vec<Entry>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+impl Scratch {
+    fn take() -> Box<Scratch> {
+        SCRATCH
+            .try_with(std::cell::Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    fn put_back(self: Box<Self>) {
+        let _ = SCRATCH.try_with(|c| c.set(Some(self)));
     }
 }
 

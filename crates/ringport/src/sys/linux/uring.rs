@@ -246,6 +246,16 @@ impl Uring {
     /// completion is reaped from this ring.
     pub(crate) unsafe fn push(&self, entry: squeue::Entry, now: bool) -> io::Result<()> {
         let mut sq = lock(&self.sq);
+        if sq.backlog.is_empty() {
+            // SAFETY: the submission queue is only touched under `self.sq`.
+            let mut q = unsafe { self.ring.submission_shared() };
+            // SAFETY: the caller guaranteed the entry's memory.
+            if unsafe { q.push(&entry) }.is_ok() {
+                drop(q);
+                return if now { self.submit_locked() } else { Ok(()) };
+            }
+        }
+        // Behind older entries, or the queue is full: through the backlog.
         sq.backlog.push_back(entry);
         self.refill(&mut sq, now)
     }

@@ -202,6 +202,7 @@ impl Core {
         self.inflight.load(SeqCst)
     }
 
+    #[cfg(test)]
     pub(crate) fn has_poller(&self) -> bool {
         self.has_poller.load(SeqCst)
     }
@@ -660,10 +661,19 @@ mod loom_tests {
 
     /// The parked half of `Port::wait`: `None` when the port closed.
     fn dequeue(core: &Core, max: usize) -> Option<Vec<u64>> {
-        let me = Arc::new(Waiter::current());
+        dequeue_as(core, &Arc::new(Waiter::current()), max, false)
+    }
+
+    /// A dequeue by `me`; `holding`: `me` runs on the port, and first tries
+    /// the lock-free way, as `Port::get_fast` does.
+    fn dequeue_as(core: &Core, me: &Arc<Waiter>, max: usize, holding: bool) -> Option<Vec<u64>> {
+        let users = |v: &[Completion]| v.iter().map(|c| c.user()).collect();
         let mut out = Vec::new();
-        match core.arrive(&me, &mut out, max, false, false) {
-            Arrival::Took(_) => return Some(out.iter().map(|c| c.user()).collect()),
+        if holding && core.take_again(&mut out, max).is_some() {
+            return Some(users(&out));
+        }
+        match core.arrive(me, &mut out, max, false, holding) {
+            Arrival::Took(_) => return Some(users(&out)),
             Arrival::Closed => return None,
             Arrival::Empty => unreachable!("not polling"),
             Arrival::Queued => {}
@@ -674,7 +684,7 @@ mod loom_tests {
                 match slot.status {
                     Status::Served => {
                         slot.status = Status::Idle;
-                        return Some(slot.got.drain(..).map(|c| c.user()).collect());
+                        return Some(users(&slot.got.drain(..).collect::<Vec<_>>()));
                     }
                     Status::Closed => return None,
                     _ => {}
@@ -682,6 +692,39 @@ mod loom_tests {
             }
             thread::park();
         }
+    }
+
+    /// A running thread dequeues again (lock-free first) while another
+    /// thread waits and a third pushes without the lock: each packet reaches
+    /// exactly one of them, and neither sleeps forever beside a packet.
+    #[test]
+    fn loom_take_again_races_push_and_waiter() {
+        loom::model(|| {
+            let core = Arc::new(Core::new(2));
+            let runner = Arc::new(Waiter::current());
+            core.push([packet(0)], None);
+            let mut out = Vec::new();
+            assert!(matches!(
+                core.arrive(&runner, &mut out, 1, false, false),
+                Arrival::Took(1)
+            ));
+            let waiter = {
+                let core = core.clone();
+                thread::spawn(move || dequeue(&core, 1).expect("port open"))
+            };
+            let pusher = {
+                let core = core.clone();
+                thread::spawn(move || {
+                    core.push([packet(1)], None);
+                    core.push([packet(2)], None);
+                })
+            };
+            let mut got = dequeue_as(&core, &runner, 1, true).expect("port open");
+            pusher.join().unwrap();
+            got.extend(waiter.join().unwrap());
+            got.sort_unstable();
+            assert_eq!(got, [1, 2]);
+        });
     }
 
     #[test]
