@@ -1,15 +1,17 @@
 //! One echo connection: one receive and at most one send in flight, a queue
 //! of received bytes waiting to go back, and the pause that bounds it.
+//!
+//! A `Conn` lives in its slot of the connection table and is only ever used
+//! under that slot's lock; it stays there after closing until its last
+//! operation has completed ([`Conn::finished`]).
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
 
 use ringport::{Completion, Handle, OpKind};
 
-use super::{lock, Counters, Shared};
+use super::slots::Token;
+use super::{Counters, Shared};
 
 /// Why a connection was closed, for the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,8 +28,12 @@ pub(crate) enum Why {
     Shutdown,
 }
 
-#[derive(Default)]
-struct State {
+pub(crate) struct Conn {
+    /// The connection's slot: the completion key and every operation's `user`.
+    token: Token,
+    handle: Handle,
+    /// The coarse clock when the last I/O completed (see [`super::clock`]).
+    last_active: u64,
     recving: bool,
     sending: bool,
     /// Received buffers waiting for the send in flight to finish.
@@ -40,13 +46,6 @@ struct State {
     closed: bool,
 }
 
-pub(crate) struct Conn {
-    key: u64,
-    handle: Handle,
-    last_active: AtomicU64,
-    state: Mutex<State>,
-}
-
 fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -57,47 +56,52 @@ fn is_reset(e: &io::Error) -> bool {
 }
 
 impl Conn {
-    pub(crate) fn new(key: u64, handle: Handle, s: &Shared) -> Conn {
+    /// A connection associated under `token`, active as of `now`.
+    pub(crate) fn new(token: Token, handle: Handle, now: u64) -> Conn {
         Conn {
-            key,
+            token,
             handle,
-            last_active: AtomicU64::new(s.millis()),
-            state: Mutex::new(State::default()),
+            last_active: now,
+            recving: false,
+            sending: false,
+            queue: VecDeque::new(),
+            buffered: 0,
+            paused: false,
+            eof: false,
+            closed: false,
         }
     }
 
-    pub(crate) fn idle_for(&self, s: &Shared) -> Duration {
-        let last = self.last_active.load(Ordering::Relaxed);
-        Duration::from_millis(s.millis().saturating_sub(last))
+    /// Milliseconds of the coarse clock since the last completed I/O.
+    pub(crate) fn idle_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_active)
     }
 
-    fn touch(&self, s: &Shared) {
-        self.last_active.store(s.millis(), Ordering::Relaxed);
+    fn touch(&mut self, s: &Shared) {
+        self.last_active = s.clock.now();
+    }
+
+    /// Closed, with no operation left to complete: its slot can be reused.
+    pub(crate) fn finished(&self) -> bool {
+        self.closed && !self.recving && !self.sending
     }
 
     /// Starts the first receive.
-    pub(crate) fn start(&self, s: &Shared) {
-        let mut st = lock(&self.state);
-        if !self.recv(s, &mut st) {
-            self.close_locked(s, &mut st, Why::Error);
+    pub(crate) fn start(&mut self, s: &Shared) {
+        if !self.closed && !self.recv(s) {
+            self.close(s, Why::Error);
         }
     }
 
     /// Closes the connection once, counting why; operations in flight complete
     /// as aborted and are counted as they are dequeued.
-    pub(crate) fn close(&self, s: &Shared, why: Why) {
-        let mut st = lock(&self.state);
-        self.close_locked(s, &mut st, why);
-    }
-
-    fn close_locked(&self, s: &Shared, st: &mut State, why: Why) {
-        if st.closed {
+    pub(crate) fn close(&mut self, s: &Shared, why: Why) {
+        if self.closed {
             return;
         }
-        st.closed = true;
-        st.queue.clear();
+        self.closed = true;
+        self.queue.clear();
         self.handle.close();
-        s.forget(self.key);
         let c = &s.counters;
         Counters::inc(&c.closed);
         Counters::inc(match why {
@@ -111,93 +115,92 @@ impl Conn {
 
     /// Starts a pooled receive (the port picks a buffer when data arrives, so
     /// an idle connection holds none); false if the port refused it.
-    fn recv(&self, s: &Shared, st: &mut State) -> bool {
-        let ok = s.started(&s.port.recv_pooled(&self.handle, 0));
-        st.recving = ok;
+    fn recv(&mut self, s: &Shared) -> bool {
+        let ok = s.started(&s.port.recv_pooled(&self.handle, self.token.user()));
+        self.recving = ok;
         ok
     }
 
-    fn send(&self, s: &Shared, st: &mut State, buf: Vec<u8>) -> bool {
-        let ok = s.started(&s.port.send(&self.handle, buf, 0));
-        st.sending = ok;
+    fn send(&mut self, s: &Shared, buf: Vec<u8>) -> bool {
+        let ok = s.started(&s.port.send(&self.handle, buf, self.token.user()));
+        self.sending = ok;
         ok
     }
 
     /// A receive or send of this connection completed.
-    pub(crate) fn completed(&self, s: &Shared, mut c: Completion) {
-        let mut st = lock(&self.state);
+    pub(crate) fn completed(&mut self, s: &Shared, mut c: Completion) {
         let result = c.take_result();
         let buf = c.take_buf().unwrap_or_default();
         match c.kind() {
-            OpKind::Recv => st.recving = false,
-            _ => st.sending = false,
+            OpKind::Recv => self.recving = false,
+            _ => self.sending = false,
         }
-        if st.closed {
+        if self.closed {
             return;
         }
         let why = match (c.kind(), result) {
-            (OpKind::Recv, Ok(n)) => self.received(s, &mut st, buf, n),
-            (OpKind::Send, Ok(n)) => self.sent(s, &mut st, buf, n),
+            (OpKind::Recv, Ok(n)) => self.received(s, buf, n),
+            (OpKind::Send, Ok(n)) => self.sent(s, buf, n),
             (_, Err(e)) if is_reset(&e) => Some(Why::Reset),
             (_, Err(_)) => Some(Why::Error),
             _ => None,
         };
         if let Some(why) = why {
-            self.close_locked(s, &mut st, why);
+            self.close(s, why);
         }
     }
 
-    fn received(&self, s: &Shared, st: &mut State, buf: Vec<u8>, n: usize) -> Option<Why> {
+    fn received(&mut self, s: &Shared, buf: Vec<u8>, n: usize) -> Option<Why> {
         self.touch(s);
         if n == 0 {
-            st.eof = true;
-            return self.drained(st);
+            self.eof = true;
+            return self.drained();
         }
-        st.buffered += n;
-        s.counters.peak(st.buffered);
-        if st.sending {
-            st.queue.push_back(buf);
-        } else if !self.send(s, st, buf) {
+        self.buffered += n;
+        s.counters.peak(self.buffered);
+        if self.sending {
+            self.queue.push_back(buf);
+        } else if !self.send(s, buf) {
             return Some(Why::Error);
         }
-        if st.buffered >= s.cfg.max_buffered {
-            st.paused = true;
+        if self.buffered >= s.cfg.max_buffered {
+            self.paused = true;
             Counters::inc(&s.counters.paused);
-        } else if !self.recv(s, st) {
+        } else if !self.recv(s) {
             return Some(Why::Error);
         }
         None
     }
 
-    fn sent(&self, s: &Shared, st: &mut State, mut buf: Vec<u8>, n: usize) -> Option<Why> {
+    fn sent(&mut self, s: &Shared, mut buf: Vec<u8>, n: usize) -> Option<Why> {
         if n == 0 && !buf.is_empty() {
             return Some(Why::Error);
         }
         self.touch(s);
-        st.buffered -= n.min(st.buffered);
+        self.buffered -= n.min(self.buffered);
         Counters::add(&s.counters.bytes_echoed, n as u64);
         if n < buf.len() {
             buf.drain(..n);
-            return (!self.send(s, st, buf)).then_some(Why::Error);
+            return (!self.send(s, buf)).then_some(Why::Error);
         }
         s.port.recycle(buf);
-        if let Some(next) = st.queue.pop_front() {
-            if !self.send(s, st, next) {
+        if let Some(next) = self.queue.pop_front() {
+            if !self.send(s, next) {
                 return Some(Why::Error);
             }
         }
-        if st.paused && st.buffered <= s.cfg.max_buffered / 2 && !st.eof {
-            st.paused = false;
+        if self.paused && self.buffered <= s.cfg.max_buffered / 2 && !self.eof {
+            self.paused = false;
             Counters::inc(&s.counters.resumed);
-            if !self.recv(s, st) {
+            if !self.recv(s) {
                 return Some(Why::Error);
             }
         }
-        self.drained(st)
+        self.drained()
     }
 
     /// After the peer's FIN, the connection closes once nothing is left to send.
-    fn drained(&self, st: &State) -> Option<Why> {
-        (st.eof && !st.sending && st.queue.is_empty()).then_some(Why::Peer)
+    fn drained(&self) -> Option<Why> {
+        (self.eof && !self.sending && self.queue.is_empty()).then_some(Why::Peer)
     }
 }

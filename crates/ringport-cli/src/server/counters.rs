@@ -65,8 +65,14 @@ impl Counters {
     }
 
     /// Raises the per-connection high-water mark of buffered bytes.
+    ///
+    /// Called on every receive: a plain load first, so the usual case (no new
+    /// high) does not write the shared line.
     pub(crate) fn peak(&self, buffered: usize) {
-        self.peak_conn_buffered.fetch_max(buffered as u64, Relaxed);
+        let buffered = buffered as u64;
+        if buffered > self.peak_conn_buffered.load(Relaxed) {
+            self.peak_conn_buffered.fetch_max(buffered, Relaxed);
+        }
     }
 }
 

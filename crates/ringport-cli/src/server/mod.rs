@@ -5,17 +5,24 @@
 //! flight at most; received data waits in a per-connection queue until it is
 //! sent back, and when that queue holds `max_buffered` bytes the connection is
 //! paused (no receive) until sends drain it to half. A housekeeping thread
-//! posts a tick packet every 50 ms; the worker that dequeues it re-arms
-//! accepts after a back-off and closes idle connections, so there is no timer
-//! per connection.
+//! advances a coarse clock and posts a tick packet every 50 ms; the worker
+//! that dequeues it re-arms accepts after a back-off and closes idle
+//! connections, so there is no timer per connection and no clock read per
+//! message.
+//!
+//! Connections live in a slot table ([`slots`]): each operation carries its
+//! connection's slot token as its `user` value, so a completion finds its
+//! connection by index, under that connection's lock only.
 
 mod accept;
+mod clock;
 mod conn;
 mod counters;
+mod housekeeping;
+mod slots;
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -26,16 +33,17 @@ pub use counters::{Counters, Snapshot};
 
 use crate::error::{describe, Error, Result};
 use accept::Acceptor;
-use conn::Conn;
+use clock::CoarseClock;
+use conn::{Conn, Why};
+use slots::{Slots, Token};
 
-/// Completion key of the listener; connections use keys from 1 up.
+/// Completion key of the listener; a connection's key is its slot token.
 const LISTENER: u64 = 0;
 /// Posted packet: a worker exits.
 const SHUTDOWN: u64 = u64::MAX;
 /// Posted packet: housekeeping (accept back-off, idle scan).
 const TICK: u64 = u64::MAX - 1;
 const TICK_EVERY: Duration = Duration::from_millis(50);
-const SHARDS: usize = 16;
 
 /// How the server runs; `Default` gives the `serve` defaults.
 #[derive(Clone, Debug)]
@@ -51,6 +59,14 @@ pub struct Config {
     /// Connections beyond this many are accepted and closed at once.
     pub max_connections: usize,
     /// Connections with no I/O completed for this long are closed (None = never).
+    ///
+    /// Idle time is kept on a coarse clock that advances once per 50 ms
+    /// tick, and a connection is closed by the first idle scan (every quarter
+    /// of the timeout, 50 ms to 1 s) that finds it silent for the timeout
+    /// plus one tick. So it closes no later than the timeout plus two ticks
+    /// and one scan interval after its last I/O, and no earlier than the
+    /// timeout, less however late the housekeeping thread woke for a tick
+    /// (normally well under a millisecond) and the clock's 1 ms resolution.
     pub idle_timeout: Option<Duration>,
     /// Received bytes a connection may hold before it stops being read.
     pub max_buffered: usize,
@@ -86,11 +102,11 @@ struct Shared {
     port: CompletionPort,
     counters: Counters,
     stopping: AtomicBool,
-    conns: Vec<Mutex<HashMap<u64, Arc<Conn>>>>,
+    conns: Slots<Conn>,
     acceptor: Acceptor,
-    next_key: std::sync::atomic::AtomicU64,
-    last_idle_scan: Mutex<Instant>,
-    epoch: Instant,
+    clock: CoarseClock,
+    /// The coarse clock at the last idle scan.
+    last_idle_scan: AtomicU64,
 }
 
 /// A running echo server.
@@ -184,11 +200,12 @@ impl Server {
             port,
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
-            conns: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            // Closed connections keep their slot until their last operation
+            // completes: room for twice the limit.
+            conns: Slots::new(cfg.max_connections.saturating_mul(2).max(1024)),
             acceptor: Acceptor::new(listener),
-            next_key: 1.into(),
-            last_idle_scan: Mutex::new(Instant::now()),
-            epoch: Instant::now(),
+            clock: CoarseClock::new(),
+            last_idle_scan: AtomicU64::new(0),
             cfg,
         });
         shared.acceptor.top_up(&shared);
@@ -250,12 +267,7 @@ impl Server {
         let s = &self.shared;
         s.stopping.store(true, Ordering::SeqCst);
         s.acceptor.close();
-        for shard in &s.conns {
-            let drained: Vec<Arc<Conn>> = lock(shard).drain().map(|(_, c)| c).collect();
-            for c in drained {
-                c.close(s, conn::Why::Shutdown);
-            }
-        }
+        s.conns.each(|slot| s.close(slot, Why::Shutdown));
         // Every accepted operation completes exactly once: wait for them all,
         // so no packet is still coming when the workers leave.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -298,16 +310,13 @@ impl Shared {
         c.ops_submitted.saturating_sub(c.ops_completed)
     }
 
-    fn shard(&self, key: u64) -> &Mutex<HashMap<u64, Arc<Conn>>> {
-        &self.conns[(key as usize) % SHARDS]
-    }
-
-    fn lookup(&self, key: u64) -> Option<Arc<Conn>> {
-        lock(self.shard(key)).get(&key).cloned()
-    }
-
-    fn forget(&self, key: u64) {
-        lock(self.shard(key)).remove(&key);
+    /// Closes the connection in `slot`, emptying the slot if nothing of it is
+    /// still in flight (else its last completion does).
+    fn close(&self, slot: &mut Option<Conn>, why: Why) {
+        if let Some(c) = slot {
+            c.close(self, why);
+        }
+        settle(slot);
     }
 
     /// Counts an operation that was accepted by the port.
@@ -359,97 +368,70 @@ impl Shared {
         }
         match c.kind() {
             OpKind::Accept => self.acceptor.completed(self, &mut c),
+            // A stale token (impossible while slots are freed only once
+            // nothing is in flight) finds nothing, and the packet is dropped.
             OpKind::Recv | OpKind::Send => {
-                if let Some(conn) = self.lookup(c.key()) {
-                    conn.completed(self, c);
-                }
+                self.conns.with(Token::from_user(c.user()), |slot| {
+                    if let Some(conn) = slot {
+                        conn.completed(self, c);
+                    }
+                    settle(slot);
+                });
             }
             _ => {}
         }
     }
 
-    /// A new connection from an accept: associate it and start reading.
-    fn admit(&self, stream: std::net::TcpStream) {
+    /// A new connection from an accept: give it a slot, associate it and
+    /// start reading.
+    fn admit(&self, stream: TcpStream) {
         Counters::inc(&self.counters.accepted);
         let snap = self.counters.snapshot();
         if snap.active > self.cfg.max_connections as u64 {
-            Counters::inc(&self.counters.rejected);
-            Counters::inc(&self.counters.closed);
-            return; // dropping the stream closes it
+            return self.reject(); // dropping the stream closes it
         }
+        let Some(token) = self.conns.take() else {
+            return self.reject(); // out of slots: never in practice
+        };
         let _ = stream.set_nodelay(true);
-        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let handle = match self.port.associate(stream, key) {
-            Ok(h) => h,
-            Err(_) => {
-                Counters::inc(&self.counters.io_errors);
-                Counters::inc(&self.counters.closed);
-                return;
-            }
-        };
-        let conn = Arc::new(Conn::new(key, handle, self));
-        {
-            let mut shard = lock(self.shard(key));
-            if self.stopping.load(Ordering::SeqCst) {
-                drop(shard);
-                conn.close(self, conn::Why::Shutdown);
-                return;
-            }
-            shard.insert(key, conn.clone());
-        }
-        conn.start(self);
+        // Under the slot's lock, so a shutdown scanning the table either sees
+        // the connection or is seen here through `stopping`.
+        self.conns
+            .with(token, |slot| *slot = self.open(token, stream));
     }
 
-    fn tick(&self) {
+    fn reject(&self) {
+        Counters::inc(&self.counters.rejected);
+        Counters::inc(&self.counters.closed);
+    }
+
+    /// The connection for a new socket, reading already; None when it is
+    /// over at once (association refused, shutting down, first receive
+    /// refused), so its slot is freed.
+    fn open(&self, token: Token, stream: TcpStream) -> Option<Conn> {
+        let Ok(handle) = self.port.associate(stream, token.user()) else {
+            Counters::inc(&self.counters.io_errors);
+            Counters::inc(&self.counters.closed);
+            return None;
+        };
+        let mut conn = Conn::new(token, handle, self.clock.now());
         if self.stopping.load(Ordering::SeqCst) {
-            return;
+            conn.close(self, Why::Shutdown);
+        } else {
+            conn.start(self);
         }
-        self.acceptor.top_up(self);
-        let Some(idle) = self.cfg.idle_timeout else {
-            return;
-        };
-        {
-            let mut last = lock(&self.last_idle_scan);
-            let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-            if last.elapsed() < every {
-                return;
-            }
-            *last = Instant::now();
-        }
-        for shard in &self.conns {
-            let idle_ones: Vec<Arc<Conn>> = lock(shard)
-                .values()
-                .filter(|c| c.idle_for(self) >= idle)
-                .cloned()
-                .collect();
-            for c in idle_ones {
-                c.close(self, conn::Why::Idle);
-            }
-        }
+        (!conn.finished()).then_some(conn)
     }
+}
 
-    fn housekeeper(&self, stop: &AtomicBool) {
-        let mut next_stats = self.cfg.stats_interval.map(|d| Instant::now() + d);
-        while !stop.load(Ordering::SeqCst) {
-            thread::sleep(TICK_EVERY);
-            if !self.stopping.load(Ordering::SeqCst) {
-                let _ = self.port.post(Packet {
-                    bytes: 0,
-                    key: TICK,
-                    user: 0,
-                });
-            }
-            if let (Some(due), Some(every)) = (next_stats, self.cfg.stats_interval) {
-                if Instant::now() >= due {
-                    println!("{}", self.counters.snapshot().one_line());
-                    next_stats = Some(due + every);
-                }
-            }
-        }
+/// Empties a slot whose connection is closed with nothing in flight, so the
+/// table frees it for reuse.
+fn settle(slot: &mut Option<Conn>) {
+    if slot.as_ref().is_some_and(Conn::finished) {
+        *slot = None;
     }
+}
 
-    /// Milliseconds since the server started, for idle bookkeeping.
-    fn millis(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
