@@ -280,7 +280,7 @@ impl Port {
         drop(targets);
         let mut s = Scratch::take();
         s.raw.extend(never_sent);
-        self.complete(&mut s, None);
+        self.complete(&mut s, Some(None));
         s.put_back();
     }
 
@@ -288,18 +288,25 @@ impl Port {
         self.driver.submit()
     }
 
-    /// Reaps what the kernel finished and queues it.
+    /// Reaps what the kernel finished and queues it, handing it out to waiters.
     fn reap(&self, wait: Wait<'_>, me: Option<&Arc<Waiter>>) -> io::Result<()> {
+        self.reap_for(wait, Some(me))
+    }
+
+    /// As [`Port::reap`]; `to: None` only queues what it reaps, for the
+    /// running thread that takes it next (then `Core::hand_out`).
+    fn reap_for(&self, wait: Wait<'_>, to: Option<Option<&Arc<Waiter>>>) -> io::Result<()> {
         let mut s = Scratch::take();
         let r = self.driver.reap(wait, &mut s.raw, &mut s.filled);
-        self.complete(&mut s, me);
+        self.complete(&mut s, to);
         s.put_back();
         r
     }
 
     /// Turns `(token, result)` pairs into completions and queues them.
     /// `filled` holds the buffers the kernel picked for pooled receives.
-    fn complete(&self, s: &mut Scratch, me: Option<&Arc<Waiter>>) {
+    /// `to`: as for [`Port::reap_for`].
+    fn complete(&self, s: &mut Scratch, to: Option<Option<&Arc<Waiter>>>) {
         if s.raw.is_empty() {
             return;
         }
@@ -329,8 +336,11 @@ impl Port {
                 op.handle.op_done(*t);
             }
         }
-        if self.core.push(s.done.drain(..), me) {
-            self.driver.wake();
+        let queued = self.core.enqueue(s.done.drain(..));
+        if let (true, Some(me)) = (queued, to) {
+            if self.core.hand_out(me) {
+                self.driver.wake();
+            }
         }
     }
 
@@ -432,23 +442,44 @@ impl Port {
         // before it sleeps. The caller still holds its slot if it had one, so
         // what the reap queues is its to take first.
         let busy = self.core.inflight() > 0;
+        let running = thread::is_running_on(self);
         if busy {
             self.submit().map_err(GetError::Os)?;
-            self.reap(Wait::No, None).map_err(GetError::Os)?;
+            // What a running thread reaps here is its to take first: it has
+            // given back its slot and takes again at once (`KeRemoveQueue`),
+            // so no waiter is woken for packets this thread takes itself.
+            let to = if running { None } else { Some(None) };
+            if let Err(e) = self.reap_for(Wait::No, to) {
+                self.hand_out();
+                return Err(GetError::Os(e));
+            }
         }
-        if !thread::is_running_on(self) {
+        if !running {
             return Ok(None);
         }
         let no_spin = busy || timeout == Some(Duration::ZERO);
         let backoff = Backoff::new();
-        loop {
+        let took = loop {
             if let Some(t) = take(&self.core) {
-                return Ok(Some(t));
+                break Some(t);
             }
             if no_spin || backoff.is_completed() {
-                return Ok(None);
+                break None;
             }
             backoff.snooze();
+        };
+        if busy {
+            // What this thread left (more than it takes, or all when it may
+            // not run) goes to the waiters.
+            self.hand_out();
+        }
+        Ok(took)
+    }
+
+    /// Hands queued packets to the waiters (see `Core::hand_out`).
+    fn hand_out(&self) {
+        if self.core.hand_out(None) {
+            self.driver.wake();
         }
     }
 

@@ -66,6 +66,9 @@ mod sync {
         pub(crate) fn len(&self) -> usize {
             self.0.lock().unwrap().len()
         }
+        pub(crate) fn is_empty(&self) -> bool {
+            self.0.lock().unwrap().is_empty()
+        }
     }
 }
 
@@ -329,6 +332,13 @@ impl Core {
         items: impl IntoIterator<Item = Entry>,
         me: Option<&Arc<Waiter>>,
     ) -> bool {
+        self.enqueue(items) && self.hand_out(me)
+    }
+
+    /// Queues completions without handing them out, for a running thread that
+    /// dequeues next and so takes them first; it calls [`Core::hand_out`]
+    /// after. False when the port is closed (the items are dropped).
+    pub(crate) fn enqueue(&self, items: impl IntoIterator<Item = Entry>) -> bool {
         if self.closed.load(SeqCst) {
             return false; // the items are dropped here
         }
@@ -343,8 +353,14 @@ impl Core {
             while self.pop_one().is_some() {}
             return false;
         }
-        if self.stacked.load(SeqCst) == 0 {
-            return false; // nobody waits: the next dequeue takes them
+        true
+    }
+
+    /// Hands queued packets to waiters, if any wait. Returns true when the
+    /// poller (which is not `me`) was served and must be woken from the kernel.
+    pub(crate) fn hand_out(&self, me: Option<&Arc<Waiter>>) -> bool {
+        if self.stacked.load(SeqCst) == 0 || self.queue.is_empty() {
+            return false; // nobody waits, or nothing to hand: no lock
         }
         let mut st = guard(&self.state);
         self.dispatch(&mut st, me)
@@ -451,12 +467,17 @@ impl Core {
     }
 
     /// While operations are in flight and threads wait, one of them must wait
-    /// in the kernel: promote the oldest (coldest) waiter.
+    /// in the kernel: promote the most recent waiter, the one LIFO serves
+    /// first. The completions it reaps are then mostly its own to take, with
+    /// no other thread to wake, and the older waiters stay cold, as on
+    /// Windows, where the kernel wakes the most recent waiter for each packet.
+    /// (A thread that joins the stack above a poller already in the kernel
+    /// leaves it there: moving the role would cost a wake-up of its own.)
     fn ensure_poller(&self, st: &mut State, me: Option<&Arc<Waiter>>) {
         if st.poller.is_some() || self.closed.load(SeqCst) || self.inflight.load(SeqCst) == 0 {
             return;
         }
-        let Some(w) = st.stack.first().cloned() else {
+        let Some(w) = st.stack.last().cloned() else {
             return;
         };
         w.slot().status = Status::Polling;
@@ -552,7 +573,7 @@ mod tests {
     }
 
     #[test]
-    fn oldest_waiter_polls_while_operations_are_in_flight() {
+    fn most_recent_waiter_polls_while_operations_are_in_flight() {
         let core = Core::new(4);
         let (a, b) = (waiter(), waiter());
         let mut out = Vec::new();
@@ -567,13 +588,15 @@ mod tests {
         assert!(!core.has_poller(), "nothing in flight: nobody polls");
         core.op_started();
         assert!(core.has_poller());
-        assert_eq!(a.status(), Status::Polling);
-        assert_eq!(b.status(), Status::Waiting);
-        // A packet goes to b (LIFO), and the poller stays in the kernel.
-        assert!(!core.push([packet(7)], None));
+        assert_eq!(b.status(), Status::Polling);
+        assert_eq!(a.status(), Status::Waiting);
+        // A packet goes to b (LIFO), the poller: serving it means waking it
+        // from the kernel, unless b reaped the packet itself.
+        assert!(core.push([packet(7)], None));
         assert_eq!(b.status(), Status::Served);
-        // The last waiter is the poller: serving it means waking it.
-        assert!(core.push([packet(8)], None));
+        // a is promoted in b's place.
+        assert_eq!(a.status(), Status::Polling);
+        assert!(!core.push([packet(8)], Some(&a)), "a reaped it: no wake-up");
         assert_eq!(a.status(), Status::Served);
         assert!(!core.has_poller());
     }
