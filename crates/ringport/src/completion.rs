@@ -70,6 +70,7 @@ pub struct Completion {
 
 impl Completion {
     /// A completion for a posted packet.
+    #[inline]
     pub(crate) fn posted(p: Packet) -> Completion {
         Completion {
             kind: OpKind::Post,

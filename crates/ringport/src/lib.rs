@@ -74,6 +74,10 @@
 //! - A thread counts as running from the moment a dequeue returns a packet to
 //!   it until it dequeues again (or enters [`CompletionPort::blocking`]). While
 //!   `concurrency` threads run, packets stay queued even if others wait.
+//! - A running thread that dequeues again gives back its slot and, while the
+//!   count allows, takes the head of the queue itself before any waiter, as
+//!   the NT kernel's `KeRemoveQueue` does: a busy worker keeps working, and
+//!   that dequeue takes no lock.
 //! - [`get_many`](CompletionPort::get_many) counts as one dequeue.
 //!
 //! # Batching

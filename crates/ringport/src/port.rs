@@ -203,8 +203,8 @@ pub struct Stats {
 /// error, never as a refused start. Errors carry Win32 or Winsock codes
 /// (`raw_os_error`), Linux `errno` values elsewhere. On Linux the queue,
 /// the LIFO waiters and the concurrency count live in this library, and the
-/// kernel work goes through io_uring (or epoll): a waiting thread becomes the
-/// poller and sleeps in the kernel; the others sleep in the port. Completions of
+/// kernel work goes through io_uring (or epoll): the most recent waiting thread
+/// becomes the poller and sleeps in the kernel; the others sleep in the port. Completions of
 /// operations on one handle arrive in the order the kernel finishes them, which
 /// is not promised beyond what the kernel promises (as on Windows).
 #[derive(Clone)]
@@ -433,6 +433,7 @@ impl CompletionPort {
     /// [`GetError::TimedOut`] when the timeout elapsed, [`GetError::Closed`]
     /// when the port is closed. A failed I/O is not an error here: it is a
     /// completion whose [`result`](Completion::result) is an error.
+    #[inline]
     pub fn get(&self, timeout: Option<Duration>) -> Result<Completion, GetError> {
         self.sys().get(timeout)
     }
@@ -459,6 +460,7 @@ impl CompletionPort {
     /// # Errors
     ///
     /// `BrokenPipe` when the port is closed.
+    #[inline]
     pub fn post(&self, packet: Packet) -> io::Result<()> {
         self.sys().post(packet)
     }

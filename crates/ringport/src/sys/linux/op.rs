@@ -48,6 +48,7 @@ pub(crate) enum Entry {
 }
 
 impl Entry {
+    #[inline]
     pub(crate) fn into_completion(self) -> Completion {
         match self {
             Entry::Posted(p) => Completion::posted(p),

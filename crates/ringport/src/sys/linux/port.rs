@@ -221,6 +221,7 @@ impl Port {
         }
     }
 
+    #[inline]
     pub(crate) fn post(&self, packet: Packet) -> io::Result<()> {
         if self.core.is_closed() {
             return Err(port_closed());
@@ -280,7 +281,7 @@ impl Port {
         drop(targets);
         let mut s = Scratch::take();
         s.raw.extend(never_sent);
-        self.complete(&mut s, Some(None));
+        self.complete(&mut s, HandOut::Now(None));
         s.put_back();
     }
 
@@ -290,12 +291,11 @@ impl Port {
 
     /// Reaps what the kernel finished and queues it, handing it out to waiters.
     fn reap(&self, wait: Wait<'_>, me: Option<&Arc<Waiter>>) -> io::Result<()> {
-        self.reap_for(wait, Some(me))
+        self.reap_for(wait, HandOut::Now(me))
     }
 
-    /// As [`Port::reap`]; `to: None` only queues what it reaps, for the
-    /// running thread that takes it next (then `Core::hand_out`).
-    fn reap_for(&self, wait: Wait<'_>, to: Option<Option<&Arc<Waiter>>>) -> io::Result<()> {
+    /// As [`Port::reap`], handing out as `to` says.
+    fn reap_for(&self, wait: Wait<'_>, to: HandOut<'_>) -> io::Result<()> {
         let mut s = Scratch::take();
         let r = self.driver.reap(wait, &mut s.raw, &mut s.filled);
         self.complete(&mut s, to);
@@ -305,8 +305,7 @@ impl Port {
 
     /// Turns `(token, result)` pairs into completions and queues them.
     /// `filled` holds the buffers the kernel picked for pooled receives.
-    /// `to`: as for [`Port::reap_for`].
-    fn complete(&self, s: &mut Scratch, to: Option<Option<&Arc<Waiter>>>) {
+    fn complete(&self, s: &mut Scratch, to: HandOut<'_>) {
         if s.raw.is_empty() {
             return;
         }
@@ -337,7 +336,7 @@ impl Port {
             }
         }
         let queued = self.core.enqueue(s.done.drain(..));
-        if let (true, Some(me)) = (queued, to) {
+        if let (true, HandOut::Now(me)) = (queued, to) {
             if self.core.hand_out(me) {
                 self.driver.wake();
             }
@@ -401,6 +400,7 @@ impl Port {
     }
 
     /// `GetQueuedCompletionStatus`.
+    #[inline]
     pub(crate) fn get(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Completion, GetError> {
         if let Some(c) = self.get_fast(timeout, Core::take_one_again)? {
             return Ok(c);
@@ -439,8 +439,7 @@ impl Port {
         // belongs to an operation, or is a wake-up, which goes at once) and
         // nothing to reap: a pure hand-off skips the kernel's rings. A stale
         // wake-up left in the completion queue is drained by the next poller
-        // before it sleeps. The caller still holds its slot if it had one, so
-        // what the reap queues is its to take first.
+        // before it sleeps.
         let busy = self.core.inflight() > 0;
         let running = thread::is_running_on(self);
         if busy {
@@ -448,7 +447,11 @@ impl Port {
             // What a running thread reaps here is its to take first: it has
             // given back its slot and takes again at once (`KeRemoveQueue`),
             // so no waiter is woken for packets this thread takes itself.
-            let to = if running { None } else { Some(None) };
+            let to = if running {
+                HandOut::Later
+            } else {
+                HandOut::Now(None)
+            };
             if let Err(e) = self.reap_for(Wait::No, to) {
                 self.hand_out();
                 return Err(GetError::Os(e));
@@ -615,6 +618,16 @@ impl Port {
             log::error!("ringport: {left} operations did not finish after cancellation; their memory is leaked");
         }
     }
+}
+
+/// Whom a reap hands its completions to.
+#[derive(Clone, Copy)]
+enum HandOut<'a> {
+    /// The waiters, at once; `me` is the calling thread if it is one of them.
+    Now(Option<&'a Arc<Waiter>>),
+    /// Nobody yet: the calling thread runs on the port and takes first, then
+    /// calls `Core::hand_out`.
+    Later,
 }
 
 /// The vectors of one reap, kept by each thread between reaps so that a busy

@@ -236,6 +236,7 @@ impl Core {
         n
     }
 
+    #[inline]
     fn pop_one(&self) -> Option<Completion> {
         self.queue.pop().map(Entry::into_completion)
     }
@@ -253,6 +254,7 @@ impl Core {
     }
 
     /// [`Core::take_again`] for one packet.
+    #[inline]
     pub(crate) fn take_one_again(&self) -> Option<Completion> {
         if self.may_take_again() {
             self.pop_one()
