@@ -155,7 +155,9 @@ pub(crate) struct Counts {
 #[derive(Debug)]
 pub(crate) struct Core {
     queue: sync::Queue<Entry>,
-    state: Mutex<State>,
+    /// On a cache line of its own: waiters lock it, producers only read the
+    /// atomics beside it.
+    state: crossbeam_utils::CachePadded<Mutex<State>>,
     concurrency: usize,
     /// Threads running on the port (R6). Changed only under `state`; read
     /// without it by a running thread that dequeues again.
@@ -190,7 +192,7 @@ impl Core {
     pub(crate) fn new(concurrency: usize) -> Core {
         Core {
             queue: sync::Queue::new(),
-            state: Mutex::new(State::default()),
+            state: crossbeam_utils::CachePadded::new(Mutex::new(State::default())),
             concurrency,
             running: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
