@@ -15,7 +15,7 @@ use super::handle::{Handle, Owned};
 use super::op::{Entry, Op};
 use super::thread;
 use super::uring::Filled;
-use super::waiters::{lock, Arrival, Core, Status, Waiter};
+use super::waiters::{lock, Arrival, Core, Status, Waiter, AWAY_LIMIT};
 use crate::completion::{Completion, GetError, OpId, Packet, StartError};
 use crate::op::Request;
 use crate::pool::BufPool;
@@ -387,7 +387,7 @@ impl Port {
             return false;
         }
         thread::take_running();
-        self.release_slot(None);
+        self.release_slot(Some(&thread::waiter()));
         if let Err(e) = self.submit() {
             log::warn!("ringport: submit before blocking failed: {e}");
         }
@@ -564,6 +564,13 @@ impl Port {
                 }
             } else if !backoff.is_completed() {
                 backoff.snooze();
+            } else if self.core.poller_away() {
+                // A running thread holds the poller's role: sleep at most
+                // AWAY_LIMIT, then stand in for it if it is still away.
+                std::thread::park_timeout(remaining.map_or(AWAY_LIMIT, |r| r.min(AWAY_LIMIT)));
+                if self.core.poller_away() {
+                    self.core.take_over(me);
+                }
             } else {
                 match remaining {
                     None => std::thread::park(),

@@ -18,7 +18,7 @@ struct ThreadState {
 impl Drop for ThreadState {
     fn drop(&mut self) {
         if let Some(port) = self.running_on.take().and_then(|w| w.upgrade()) {
-            port.release_slot(None);
+            port.release_slot(Some(&self.waiter));
             // Operations this thread batched must not wait for a dequeue that
             // will never come.
             let _ = port.submit();

@@ -140,6 +140,10 @@ struct State {
     /// Waiting threads, most recent last: served from the top (R5).
     stack: Vec<Arc<Waiter>>,
     poller: Option<Arc<Waiter>>,
+    /// A thread that holds the poller's role while it runs: the poller (or
+    /// the thread its reap served) will poll again at its next dequeue, so no
+    /// sleeper is woken to take over. See [`Core::take_over`] for the bound.
+    away: Option<Arc<Waiter>>,
 }
 
 /// Counters read by `stats`.
@@ -175,7 +179,13 @@ pub(crate) struct Core {
     /// leaves its packets for a dequeue to take, without the lock.
     stacked: AtomicUsize,
     has_poller: AtomicBool,
+    /// `state.away.is_some()`, for waiters deciding how long to sleep.
+    away: AtomicBool,
 }
+
+/// How long a waiter sleeps, while a running thread holds the poller's role,
+/// before it takes the role over ([`Core::take_over`]).
+pub(crate) const AWAY_LIMIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Locks a mutex of the port. A panic while holding one of these locks leaves
 /// plain data behind; carry on.
@@ -200,6 +210,7 @@ impl Core {
             inflight: AtomicUsize::new(0),
             stacked: AtomicUsize::new(0),
             has_poller: AtomicBool::new(false),
+            away: AtomicBool::new(false),
         }
     }
 
@@ -289,8 +300,15 @@ impl Core {
         if self.closed.load(SeqCst) {
             return Arrival::Closed;
         }
+        // Back at the port: a role held while running is taken up again below
+        // (this thread joins the stack on top and polls), or handed on.
+        let was_away = self.clear_away(&mut st, me);
         if poll_only {
-            return match self.take_slot(out, max) {
+            let n = self.take_slot(out, max);
+            if was_away && n == 0 {
+                self.ensure_poller(&mut st, None);
+            }
+            return match n {
                 0 => Arrival::Empty,
                 n => Arrival::Took(n),
             };
@@ -374,6 +392,9 @@ impl Core {
     /// or exits). Returns true when the poller must be woken.
     pub(crate) fn release(&self, me: Option<&Arc<Waiter>>) -> bool {
         let mut st = guard(&self.state);
+        if let Some(me) = me {
+            self.clear_away(&mut st, me);
+        }
         // Saturating: a thread never releases a slot it does not hold, but a
         // wrapped count would stop the port for good.
         let _ = self
@@ -421,6 +442,8 @@ impl Core {
         self.stacked.store(0, SeqCst);
         let wake = st.poller.take().is_some();
         self.has_poller.store(false, SeqCst);
+        st.away = None;
+        self.away.store(false, SeqCst);
         let mut discarded = Vec::new();
         self.pop_into(&mut discarded, usize::MAX);
         (discarded, wake)
@@ -442,32 +465,97 @@ impl Core {
     /// Hands queued packets to waiters, most recent first, while the
     /// concurrency count allows (R5, R6). `me` is the calling thread, which
     /// needs no wake-up.
+    ///
+    /// A poller that is served keeps the role while it runs (`away`): it
+    /// polls again at its next dequeue, and no sleeper is woken to stand in.
+    /// A poller whose reap served only others hands the role to the first of
+    /// them the same way and goes back to waiting: it is awake already, and
+    /// the thread that got the work comes back sooner than a sleeper could be
+    /// woken.
     fn dispatch(&self, st: &mut State, me: Option<&Arc<Waiter>>) -> bool {
         let mut wake_poller = false;
+        let mut first = None;
         while self.running.load(SeqCst) < self.concurrency {
             let Some(top) = st.stack.last() else { break };
-            {
-                let mut slot = top.slot();
-                let max = slot.max;
-                if self.pop_into(&mut slot.got, max) == 0 {
-                    break;
-                }
-                slot.status = Status::Served;
+            if !self.serve(top) {
+                break;
             }
             let w = st.stack.pop().expect("the top was just served");
-            self.running.fetch_add(1, SeqCst);
             let is_me = me.is_some_and(|m| Arc::ptr_eq(m, &w));
             if st.poller.as_ref().is_some_and(|p| Arc::ptr_eq(p, &w)) {
                 st.poller = None;
                 self.has_poller.store(false, SeqCst);
                 wake_poller |= !is_me;
+                self.set_away(st, &w);
             } else if !is_me {
                 w.thread.unpark();
             }
+            first.get_or_insert(w);
+        }
+        // The reaping poller served only others: the first of them polls next.
+        let reaper = me.filter(|m| st.poller.as_ref().is_some_and(|p| Arc::ptr_eq(p, m)));
+        if let (Some(m), Some(w)) = (reaper, first) {
+            st.poller = None;
+            self.has_poller.store(false, SeqCst);
+            m.slot().status = Status::Waiting;
+            self.set_away(st, &w);
         }
         self.stacked.store(st.stack.len(), SeqCst);
         self.ensure_poller(st, me);
         wake_poller
+    }
+
+    /// Under `state`: moves packets to `w`'s slot and counts it running;
+    /// false (and nothing changed) when the queue is empty.
+    fn serve(&self, w: &Waiter) -> bool {
+        let mut slot = w.slot();
+        let max = slot.max;
+        if self.pop_into(&mut slot.got, max) == 0 {
+            return false;
+        }
+        slot.status = Status::Served;
+        self.running.fetch_add(1, SeqCst);
+        true
+    }
+
+    fn set_away(&self, st: &mut State, w: &Arc<Waiter>) {
+        st.away = Some(w.clone());
+        self.away.store(true, SeqCst);
+    }
+
+    /// Ends `me`'s time away, if it was away; returns whether it was.
+    fn clear_away(&self, st: &mut State, me: &Arc<Waiter>) -> bool {
+        if !st.away.as_ref().is_some_and(|w| Arc::ptr_eq(w, me)) {
+            return false;
+        }
+        st.away = None;
+        self.away.store(false, SeqCst);
+        true
+    }
+
+    /// True while a running thread holds the poller's role.
+    pub(crate) fn poller_away(&self) -> bool {
+        self.away.load(SeqCst)
+    }
+
+    /// A waiter that slept [`AWAY_LIMIT`] while the role was held by a
+    /// running thread takes it over, so completions never wait longer than
+    /// that for a thread that runs long (or blocks without saying so).
+    pub(crate) fn take_over(&self, me: &Arc<Waiter>) {
+        let mut st = guard(&self.state);
+        if st.away.is_none() || st.poller.is_some() || self.closed.load(SeqCst) {
+            return;
+        }
+        let mut slot = me.slot();
+        if slot.status != Status::Waiting {
+            return;
+        }
+        slot.status = Status::Polling;
+        drop(slot);
+        st.away = None;
+        self.away.store(false, SeqCst);
+        self.has_poller.store(true, SeqCst);
+        st.poller = Some(me.clone());
     }
 
     /// While operations are in flight and threads wait, one of them must wait
@@ -478,7 +566,11 @@ impl Core {
     /// (A thread that joins the stack above a poller already in the kernel
     /// leaves it there: moving the role would cost a wake-up of its own.)
     fn ensure_poller(&self, st: &mut State, me: Option<&Arc<Waiter>>) {
-        if st.poller.is_some() || self.closed.load(SeqCst) || self.inflight.load(SeqCst) == 0 {
+        if st.poller.is_some()
+            || st.away.is_some()
+            || self.closed.load(SeqCst)
+            || self.inflight.load(SeqCst) == 0
+        {
             return;
         }
         let Some(w) = st.stack.last().cloned() else {
@@ -595,14 +687,43 @@ mod tests {
         assert_eq!(b.status(), Status::Polling);
         assert_eq!(a.status(), Status::Waiting);
         // A packet goes to b (LIFO), the poller: serving it means waking it
-        // from the kernel, unless b reaped the packet itself.
+        // from the kernel. b keeps the role while it runs: a is not woken.
         assert!(core.push([packet(7)], None));
         assert_eq!(b.status(), Status::Served);
-        // a is promoted in b's place.
-        assert_eq!(a.status(), Status::Polling);
-        assert!(!core.push([packet(8)], Some(&a)), "a reaped it: no wake-up");
+        assert!(core.poller_away());
+        assert_eq!(a.status(), Status::Waiting);
+        // A post still goes to a at once (no kernel involved).
+        assert!(!core.push([packet(8)], None));
         assert_eq!(a.status(), Status::Served);
-        assert!(!core.has_poller());
+        // b comes back: it polls again, with no one to wake.
+        let mut out = Vec::new();
+        assert!(matches!(
+            core.arrive(&b, &mut out, 1, false, true),
+            Arrival::Queued
+        ));
+        assert!(!core.poller_away());
+        assert_eq!(b.status(), Status::Polling);
+    }
+
+    #[test]
+    fn a_reap_that_serves_others_hands_them_the_role() {
+        let core = Core::new(4);
+        core.op_started();
+        let (a, b) = (waiter(), waiter());
+        let mut out = Vec::new();
+        core.arrive(&a, &mut out, 1, false, false);
+        assert_eq!(a.status(), Status::Polling);
+        core.arrive(&b, &mut out, 1, false, false);
+        // a reaps one completion: b, on top, gets it; a goes back to waiting
+        // and b polls at its next dequeue.
+        assert!(!core.push([packet(1)], Some(&a)));
+        assert_eq!(b.status(), Status::Served);
+        assert_eq!(a.status(), Status::Waiting);
+        assert!(core.poller_away());
+        // A waiter that slept past the limit stands in.
+        core.take_over(&a);
+        assert_eq!(a.status(), Status::Polling);
+        assert!(!core.poller_away());
     }
 
     #[test]
