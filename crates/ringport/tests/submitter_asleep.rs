@@ -42,3 +42,37 @@ fn completion_does_not_wait_for_a_sleeping_submitter() {
         }
     });
 }
+
+/// A running thread that blocks on something else without saying so (no
+/// `blocking()`) does not hold back a completion that another thread waits
+/// for, even when the running thread was the one due to poll next.
+#[test]
+fn completion_reaches_a_waiter_while_the_running_thread_blocks_elsewhere() {
+    each_backend(|backend, _| {
+        let port = port(backend, 2);
+        let (mut c1, s1) = util::tcp_pair();
+        let (mut c2, s2) = util::tcp_pair();
+        let h1 = port.associate(s1, 1).unwrap();
+        let h2 = port.associate(s2, 2).unwrap();
+        port.recv(&h1, Vec::with_capacity(16), 1).unwrap();
+        port.recv(&h2, Vec::with_capacity(16), 2).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let port = port.clone();
+            thread::spawn(move || {
+                let got = port.get(Some(util::LONG)).map(|c| c.user());
+                tx.send(got).unwrap();
+            })
+        };
+        util::wait_until("a waiter", || port.stats().waiting == 1);
+        // This thread, the most recent waiter, gets the first completion.
+        util::write_all(&mut c1, b"1");
+        assert_eq!(port.get(Some(util::LONG)).unwrap().user(), 1);
+        // Now it runs, and sleeps on a channel: the second completion must
+        // reach the other thread meanwhile.
+        util::write_all(&mut c2, b"2");
+        let got = rx.recv_timeout(util::LONG).expect("the waiter got nothing");
+        assert_eq!(got.unwrap(), 2);
+        waiter.join().unwrap();
+    });
+}
