@@ -842,6 +842,23 @@ mod loom_tests {
         }
     }
 
+    /// A thread that took the one queued packet: it runs on the port.
+    fn runner(core: &Core) -> Arc<Waiter> {
+        let me = Arc::new(Waiter::current());
+        let mut out = Vec::new();
+        assert!(matches!(
+            core.arrive(&me, &mut out, 1, false, false),
+            Arrival::Took(1)
+        ));
+        me
+    }
+
+    /// A thread that dequeues one packet and returns what it got.
+    fn spawn_dequeue(core: &Arc<Core>) -> thread::JoinHandle<Vec<u64>> {
+        let core = core.clone();
+        thread::spawn(move || dequeue(&core, 1).expect("port open"))
+    }
+
     /// A running thread dequeues again (lock-free first) while another
     /// thread waits and a third pushes without the lock: each packet reaches
     /// exactly one of them, and neither sleeps forever beside a packet.
@@ -849,17 +866,9 @@ mod loom_tests {
     fn loom_take_again_races_push_and_waiter() {
         loom::model(|| {
             let core = Arc::new(Core::new(2));
-            let runner = Arc::new(Waiter::current());
             core.push([packet(0)], None);
-            let mut out = Vec::new();
-            assert!(matches!(
-                core.arrive(&runner, &mut out, 1, false, false),
-                Arrival::Took(1)
-            ));
-            let waiter = {
-                let core = core.clone();
-                thread::spawn(move || dequeue(&core, 1).expect("port open"))
-            };
+            let runner = runner(&core);
+            let waiter = spawn_dequeue(&core);
             let pusher = {
                 let core = core.clone();
                 thread::spawn(move || {
@@ -879,12 +888,7 @@ mod loom_tests {
     fn loom_two_waiters_two_packets() {
         loom::model(|| {
             let core = Arc::new(Core::new(2));
-            let waiters: Vec<_> = (0..2)
-                .map(|_| {
-                    let core = core.clone();
-                    thread::spawn(move || dequeue(&core, 1).expect("port open"))
-                })
-                .collect();
+            let waiters: Vec<_> = (0..2).map(|_| spawn_dequeue(&core)).collect();
             core.push([packet(1)], None);
             core.push([packet(2)], None);
             let mut got: Vec<u64> = waiters
@@ -902,17 +906,9 @@ mod loom_tests {
     fn loom_release_races_arrival() {
         loom::model(|| {
             let core = Arc::new(Core::new(1));
-            let runner = Arc::new(Waiter::current());
             core.push([packet(0), packet(1)], None);
-            let mut out = Vec::new();
-            assert!(matches!(
-                core.arrive(&runner, &mut out, 1, false, false),
-                Arrival::Took(1)
-            ));
-            let waiter = {
-                let core = core.clone();
-                thread::spawn(move || dequeue(&core, 1).expect("port open"))
-            };
+            let runner = runner(&core);
+            let waiter = spawn_dequeue(&core);
             core.release(Some(&runner));
             assert_eq!(waiter.join().unwrap(), [1]);
         });
