@@ -6,7 +6,9 @@
 
 mod util;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -56,23 +58,35 @@ fn completion_reaches_a_waiter_while_the_running_thread_blocks_elsewhere() {
         let h2 = port.associate(s2, 2).unwrap();
         port.recv(&h1, Vec::with_capacity(16), 1).unwrap();
         port.recv(&h2, Vec::with_capacity(16), 2).unwrap();
+        let released = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
-        let waiter = {
-            let port = port.clone();
-            thread::spawn(move || {
-                let got = port.get(Some(util::LONG)).map(|c| c.user());
-                tx.send(got).unwrap();
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (port, tx, released) = (port.clone(), tx.clone(), released.clone());
+                thread::spawn(move || {
+                    let got = port.get(Some(util::LONG)).map(|c| c.user());
+                    let first = matches!(got, Ok(1));
+                    tx.send(got).unwrap();
+                    // The thread that got the first completion runs on the
+                    // port, and sleeps outside it until released.
+                    while first && !released.load(Ordering::SeqCst) {
+                        thread::park();
+                    }
+                })
             })
-        };
-        util::wait_until("a waiter", || port.stats().waiting == 1);
-        // This thread, the most recent waiter, gets the first completion.
+            .collect();
+        util::wait_until("two waiters", || port.stats().waiting == 2);
         util::write_all(&mut c1, b"1");
-        assert_eq!(port.get(Some(util::LONG)).unwrap().user(), 1);
-        // Now it runs, and sleeps on a channel: the second completion must
-        // reach the other thread meanwhile.
+        assert_eq!(rx.recv_timeout(util::LONG).unwrap().unwrap(), 1);
         util::write_all(&mut c2, b"2");
-        let got = rx.recv_timeout(util::LONG).expect("the waiter got nothing");
-        assert_eq!(got.unwrap(), 2);
-        waiter.join().unwrap();
+        let second = rx.recv_timeout(util::LONG).expect("the other waiter got nothing");
+        released.store(true, Ordering::SeqCst);
+        for w in &workers {
+            w.thread().unpark();
+        }
+        assert_eq!(second.unwrap(), 2);
+        for w in workers {
+            w.join().unwrap();
+        }
     });
 }
