@@ -79,7 +79,9 @@ fn completion_reaches_a_waiter_while_the_running_thread_blocks_elsewhere() {
         util::write_all(&mut c1, b"1");
         assert_eq!(rx.recv_timeout(util::LONG).unwrap().unwrap(), 1);
         util::write_all(&mut c2, b"2");
-        let second = rx.recv_timeout(util::LONG).expect("the other waiter got nothing");
+        let second = rx
+            .recv_timeout(util::LONG)
+            .expect("the other waiter got nothing");
         released.store(true, Ordering::SeqCst);
         for w in &workers {
             w.thread().unpark();

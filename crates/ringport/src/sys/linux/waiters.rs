@@ -301,12 +301,15 @@ impl Core {
             return Arrival::Closed;
         }
         // Back at the port: a role held while running is taken up again below
-        // (this thread joins the stack on top and polls), or handed on.
+        // (this thread joins the stack on top and polls), kept if this thread
+        // takes packets and runs on, or handed on if it only polled.
         let was_away = self.clear_away(&mut st, me);
         if poll_only {
             let n = self.take_slot(out, max);
-            if was_away && n == 0 {
-                self.ensure_poller(&mut st, None);
+            match (n, was_away) {
+                (0, true) => self.ensure_poller(&mut st, None),
+                (_, true) => self.set_away(&mut st, me),
+                _ => {}
             }
             return match n {
                 0 => Arrival::Empty,
@@ -329,6 +332,9 @@ impl Core {
             st.stack.pop();
             self.stacked.store(st.stack.len(), SeqCst);
             me.slot().status = Status::Idle;
+            if was_away {
+                self.set_away(&mut st, me);
+            }
             return Arrival::Took(n);
         }
         self.ensure_poller(&mut st, Some(me));
@@ -723,6 +729,33 @@ mod tests {
         // A waiter that slept past the limit stands in.
         core.take_over(&a);
         assert_eq!(a.status(), Status::Polling);
+        assert!(!core.poller_away());
+    }
+
+    #[test]
+    fn a_thread_away_that_takes_again_keeps_the_role() {
+        let core = Core::new(2);
+        core.op_started();
+        let (a, b) = (waiter(), waiter());
+        let mut out = Vec::new();
+        core.arrive(&a, &mut out, 1, false, false);
+        core.arrive(&b, &mut out, 1, false, false);
+        assert!(!core.push([packet(1)], Some(&a))); // b served, b away
+        assert!(!core.push([packet(2)], None)); // a served: both run
+        assert!(!core.push([packet(3)], None)); // the limit: queued
+                                                // b dequeues again and takes packet 3 at once: it runs on, still
+                                                // due to poll next, or nobody would.
+        let mut got = Vec::new();
+        assert!(matches!(
+            core.arrive(&b, &mut got, 1, false, true),
+            Arrival::Took(1)
+        ));
+        assert!(core.poller_away());
+        // Polling only, with nothing queued: the role is handed on.
+        assert!(matches!(
+            core.arrive(&b, &mut got, 1, true, true),
+            Arrival::Empty
+        ));
         assert!(!core.poller_away());
     }
 
