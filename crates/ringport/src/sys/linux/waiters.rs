@@ -621,6 +621,16 @@ mod tests {
         v.iter().map(|c| c.user()).collect()
     }
 
+    /// With an operation in flight, `a` arrives and polls, then `b` waits above it.
+    fn poller_and_waiter(core: &Core) -> (Arc<Waiter>, Arc<Waiter>) {
+        core.op_started();
+        let (a, b) = (waiter(), waiter());
+        let mut out = Vec::new();
+        core.arrive(&a, &mut out, 1, false, false);
+        core.arrive(&b, &mut out, 1, false, false);
+        (a, b)
+    }
+
     #[test]
     fn arrive_takes_fifo_up_to_max_and_runs() {
         let core = Core::new(1);
@@ -735,16 +745,14 @@ mod tests {
     #[test]
     fn a_thread_away_that_takes_again_keeps_the_role() {
         let core = Core::new(2);
-        core.op_started();
-        let (a, b) = (waiter(), waiter());
-        let mut out = Vec::new();
-        core.arrive(&a, &mut out, 1, false, false);
-        core.arrive(&b, &mut out, 1, false, false);
-        assert!(!core.push([packet(1)], Some(&a))); // b served, b away
-        assert!(!core.push([packet(2)], None)); // a served: both run
-        assert!(!core.push([packet(3)], None)); // the limit: queued
-                                                // b dequeues again and takes packet 3 at once: it runs on, still
-                                                // due to poll next, or nobody would.
+        let (a, b) = poller_and_waiter(&core);
+        // a reaps: b is served and away; then a is served (both run), and
+        // packet 3 stays queued (the limit).
+        assert!(!core.push([packet(1)], Some(&a)));
+        assert!(!core.push([packet(2)], None));
+        assert!(!core.push([packet(3)], None));
+        // b dequeues again and takes packet 3 at once: it runs on, still due
+        // to poll next, or nobody would.
         let mut got = Vec::new();
         assert!(matches!(
             core.arrive(&b, &mut got, 1, false, true),
@@ -762,11 +770,7 @@ mod tests {
     #[test]
     fn leaving_hands_polling_to_another_waiter() {
         let core = Core::new(4);
-        core.op_started();
-        let (a, b) = (waiter(), waiter());
-        let mut out = Vec::new();
-        core.arrive(&a, &mut out, 1, false, false);
-        core.arrive(&b, &mut out, 1, false, false);
+        let (a, b) = poller_and_waiter(&core);
         assert_eq!(a.status(), Status::Polling);
         assert_eq!(core.leave(&a).0, Status::Idle);
         assert_eq!(b.status(), Status::Polling);
