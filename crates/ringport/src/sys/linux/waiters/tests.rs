@@ -19,14 +19,23 @@ fn users(v: &[Completion]) -> Vec<u64> {
     v.iter().map(|c| c.user()).collect()
 }
 
+/// `a` arrives and waits, then `b` waits above it.
+fn two_waiting(core: &Core) -> (Arc<Waiter>, Arc<Waiter>) {
+    let (a, b) = (waiter(), waiter());
+    let mut out = Vec::new();
+    for w in [&a, &b] {
+        assert!(matches!(
+            core.arrive(w, &mut out, 1, false, false),
+            Arrival::Queued
+        ));
+    }
+    (a, b)
+}
+
 /// With an operation in flight, `a` arrives and polls, then `b` waits above it.
 fn poller_and_waiter(core: &Core) -> (Arc<Waiter>, Arc<Waiter>) {
     core.op_started();
-    let (a, b) = (waiter(), waiter());
-    let mut out = Vec::new();
-    core.arrive(&a, &mut out, 1, false, false);
-    core.arrive(&b, &mut out, 1, false, false);
-    (a, b)
+    two_waiting(core)
 }
 
 #[test]
@@ -61,15 +70,7 @@ fn release_serves_the_most_recent_waiter() {
         core.arrive(&runner, &mut out, 1, false, false),
         Arrival::Took(1)
     ));
-    let (a, b) = (waiter(), waiter());
-    assert!(matches!(
-        core.arrive(&a, &mut out, 1, false, false),
-        Arrival::Queued
-    ));
-    assert!(matches!(
-        core.arrive(&b, &mut out, 1, false, false),
-        Arrival::Queued
-    ));
+    let (a, b) = two_waiting(&core);
     core.push([packet(1), packet(2)], None);
     // Still one running: both packets stay queued.
     assert_eq!(core.counts().queued, 2);
@@ -85,16 +86,7 @@ fn release_serves_the_most_recent_waiter() {
 #[test]
 fn most_recent_waiter_polls_while_operations_are_in_flight() {
     let core = Core::new(4);
-    let (a, b) = (waiter(), waiter());
-    let mut out = Vec::new();
-    assert!(matches!(
-        core.arrive(&a, &mut out, 1, false, false),
-        Arrival::Queued
-    ));
-    assert!(matches!(
-        core.arrive(&b, &mut out, 1, false, false),
-        Arrival::Queued
-    ));
+    let (a, b) = two_waiting(&core);
     assert!(!core.has_poller(), "nothing in flight: nobody polls");
     core.op_started();
     assert!(core.has_poller());
