@@ -147,12 +147,16 @@ fn port_stream(backend: Backend, n: u64, batched: bool) -> io::Result<Duration> 
             let mut next = 0;
             let mut out = Vec::with_capacity(BATCH);
             while next < n {
-                if batched {
-                    out.clear();
-                    rx.get_many(&mut out, BATCH, None)?;
-                } else {
-                    out.push(rx.get(None)?);
+                if !batched {
+                    // One at a time, as the channel's `recv`: no vector.
+                    let c = rx.get(None)?;
+                    if c.user() != next {
+                        return Err(out_of_order(next, c.user()));
+                    }
+                    next += 1;
+                    continue;
                 }
+                rx.get_many(&mut out, BATCH, None)?;
                 for c in out.drain(..) {
                     if c.user() != next {
                         return Err(out_of_order(next, c.user()));

@@ -402,9 +402,17 @@ impl Port {
     /// `GetQueuedCompletionStatus`.
     #[inline]
     pub(crate) fn get(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Completion, GetError> {
-        if let Some(c) = self.get_fast(timeout, Core::take_one_again)? {
-            return Ok(c);
+        match self.get_fast(timeout, Core::take_one_again) {
+            Ok(Some(e)) => Ok(e.into_completion()),
+            Ok(None) => self.get_one_slow(timeout),
+            Err(e) => Err(e),
         }
+    }
+
+    /// [`Port::get`] the slow way; out of line, so that the fast way builds
+    /// its completion straight into the caller's place.
+    #[inline(never)]
+    fn get_one_slow(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Completion, GetError> {
         let mut out = Vec::with_capacity(1);
         self.get_slow(&mut out, 1, timeout)?;
         out.pop().ok_or(GetError::TimedOut)
@@ -430,6 +438,7 @@ impl Port {
     /// the queue for a moment first (crossbeam's back-off, as a channel's
     /// receiver does), so a stream of posts from another busy thread costs no
     /// lock and no sleep. `Ok(None)`: take the slow way.
+    #[inline]
     fn get_fast<T>(
         &self,
         timeout: Option<Duration>,
@@ -440,42 +449,54 @@ impl Port {
         // nothing to reap: a pure hand-off skips the kernel's rings. A stale
         // wake-up left in the completion queue is drained by the next poller
         // before it sleeps.
-        let busy = self.core.inflight() > 0;
         let running = thread::is_running_on(self);
-        if busy {
-            self.submit().map_err(GetError::Os)?;
-            // What a running thread reaps here is its to take first: it has
-            // given back its slot and takes again at once (`KeRemoveQueue`),
-            // so no waiter is woken for packets this thread takes itself.
-            let to = if running {
-                HandOut::Later
-            } else {
-                HandOut::Now(None)
-            };
-            if let Err(e) = self.reap_for(Wait::No, to) {
-                self.hand_out();
-                return Err(GetError::Os(e));
-            }
+        if self.core.inflight() > 0 {
+            return self.get_busy(running, take);
         }
         if !running {
             return Ok(None);
         }
-        let no_spin = busy || timeout == Some(Duration::ZERO);
+        let no_spin = timeout == Some(Duration::ZERO);
         let backoff = Backoff::new();
-        let took = loop {
+        loop {
             if let Some(t) = take(&self.core) {
-                break Some(t);
+                return Ok(Some(t));
             }
             if no_spin || backoff.is_completed() {
-                break None;
+                return Ok(None);
             }
             backoff.snooze();
-        };
-        if busy {
-            // What this thread left (more than it takes, or all when it may
-            // not run) goes to the waiters.
-            self.hand_out();
         }
+    }
+
+    /// [`Port::get_fast`] with operations in flight: submit, reap without
+    /// waiting, then take once.
+    #[inline(never)]
+    fn get_busy<T>(
+        &self,
+        running: bool,
+        mut take: impl FnMut(&Core) -> Option<T>,
+    ) -> Result<Option<T>, GetError> {
+        self.submit().map_err(GetError::Os)?;
+        // What a running thread reaps here is its to take first: it has
+        // given back its slot and takes again at once (`KeRemoveQueue`),
+        // so no waiter is woken for packets this thread takes itself.
+        let to = if running {
+            HandOut::Later
+        } else {
+            HandOut::Now(None)
+        };
+        if let Err(e) = self.reap_for(Wait::No, to) {
+            self.hand_out();
+            return Err(GetError::Os(e));
+        }
+        if !running {
+            return Ok(None);
+        }
+        let took = take(&self.core);
+        // What this thread left (more than it takes, or all when it may
+        // not run) goes to the waiters.
+        self.hand_out();
         Ok(took)
     }
 

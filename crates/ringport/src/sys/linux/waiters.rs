@@ -266,11 +266,12 @@ impl Core {
         }
     }
 
-    /// [`Core::take_again`] for one packet.
+    /// [`Core::take_again`] for one packet, which the caller makes into its
+    /// completion: a 32-byte entry travels back, not a 96-byte completion.
     #[inline]
-    pub(crate) fn take_one_again(&self) -> Option<Completion> {
+    pub(crate) fn take_one_again(&self) -> Option<Entry> {
         if self.may_take_again() {
-            self.pop_one()
+            self.queue.pop()
         } else {
             None
         }
