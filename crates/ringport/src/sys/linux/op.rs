@@ -35,23 +35,48 @@ pub(crate) struct Op {
     pub(crate) resubmits: u32,
 }
 
-/// A packet as the port's queue holds it: 32 bytes, so the queue's blocks
-/// stay small. A posted packet is copied in, a reaped operation's box moved
-/// in, and the [`Completion`] is made by the thread that dequeues it. Every
-/// entry is made into its completion, even one the port discards, so an
-/// accepted socket is never leaked.
+/// A packet as the port's queue holds it: 24 bytes, the size of a [`Packet`],
+/// so a block of the queue is as small as a channel's of packets (one that
+/// fits glibc's per-thread cache, freed by the consumer without a lock). A
+/// posted packet is copied in (boxed only if its byte count does not fit 32
+/// bits), a reaped operation's box moved in, and the [`Completion`] is made by
+/// the thread that dequeues it. Every entry is made into its completion, even
+/// one the port discards, so an accepted socket is never leaked.
 #[derive(Debug)]
 pub(crate) enum Entry {
-    Posted(Packet),
+    /// A posted packet whose byte count fits in 32 bits (all of them on
+    /// Windows, where the count is a `DWORD`).
+    Posted { bytes: u32, key: u64, user: u64 },
+    /// A posted packet with a larger byte count.
+    PostedLarge(Box<Packet>),
     /// The operation, its token and the kernel's result.
     Done(Box<Op>, u64, i32),
 }
 
+const _: () = assert!(std::mem::size_of::<Entry>() == std::mem::size_of::<Packet>());
+
 impl Entry {
+    #[inline]
+    pub(crate) fn posted(p: Packet) -> Entry {
+        match u32::try_from(p.bytes) {
+            Ok(bytes) => Entry::Posted {
+                bytes,
+                key: p.key,
+                user: p.user,
+            },
+            Err(_) => Entry::PostedLarge(Box::new(p)),
+        }
+    }
+
     #[inline]
     pub(crate) fn into_completion(self) -> Completion {
         match self {
-            Entry::Posted(p) => Completion::posted(p),
+            Entry::Posted { bytes, key, user } => Completion::posted(Packet {
+                bytes: bytes as usize,
+                key,
+                user,
+            }),
+            Entry::PostedLarge(p) => Completion::posted(*p),
             Entry::Done(op, token, res) => op.finish(token, res),
         }
     }

@@ -226,7 +226,7 @@ impl Port {
         if self.core.is_closed() {
             return Err(port_closed());
         }
-        if self.core.push([Entry::Posted(packet)], None) {
+        if self.core.push([Entry::posted(packet)], None) {
             self.driver.wake();
         }
         Ok(())

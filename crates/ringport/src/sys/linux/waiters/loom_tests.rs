@@ -9,7 +9,7 @@ use crate::completion::Packet;
 use loom::thread;
 
 fn packet(user: u64) -> Entry {
-    Entry::Posted(Packet {
+    Entry::posted(Packet {
         bytes: 0,
         key: 0,
         user,

@@ -4,7 +4,7 @@ use super::*;
 use crate::completion::Packet;
 
 fn packet(user: u64) -> Entry {
-    Entry::Posted(Packet {
+    Entry::posted(Packet {
         bytes: 0,
         key: 0,
         user,
