@@ -36,16 +36,17 @@ pub(crate) struct Op {
 }
 
 /// A packet as the port's queue holds it: 24 bytes, the size of a [`Packet`],
-/// so a block of the queue is as small as a channel's of packets (one that
-/// fits glibc's per-thread cache, freed by the consumer without a lock). A
+/// so a block of the queue is as small as a channel's of packets: small enough
+/// for glibc's per-thread cache, so the consumer's `free` of a block the
+/// producer allocated seldom takes the producer's arena lock. A
 /// posted packet is copied in (boxed only if its byte count does not fit 32
 /// bits), a reaped operation's box moved in, and the [`Completion`] is made by
 /// the thread that dequeues it. Every entry is made into its completion, even
 /// one the port discards, so an accepted socket is never leaked.
 #[derive(Debug)]
 pub(crate) enum Entry {
-    /// A posted packet whose byte count fits in 32 bits (all of them on
-    /// Windows, where the count is a `DWORD`).
+    /// A posted packet whose byte count fits in 32 bits (every count a
+    /// program ported from Win32 posts: there it is a `DWORD`).
     Posted { bytes: u32, key: u64, user: u64 },
     /// A posted packet with a larger byte count.
     PostedLarge(Box<Packet>),
