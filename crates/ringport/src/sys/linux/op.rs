@@ -202,7 +202,7 @@ impl Op {
             kind,
             key: handle.key(),
             user,
-            id: Some(OpId(token)),
+            id: Some(OpId::new(token)),
             result,
             buf: req.into_buf(),
             handle: Some(Handle { inner: handle }),

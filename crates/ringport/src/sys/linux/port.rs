@@ -209,7 +209,7 @@ impl Port {
         match unsafe { self.driver.start(op, t, now) } {
             Ok(()) => {
                 self.started.fetch_add(1, Ordering::Relaxed);
-                Ok(OpId(t))
+                Ok(OpId::new(t))
             }
             Err(e) => {
                 let op = ops.take(t).expect("operation just inserted");
@@ -240,7 +240,7 @@ impl Port {
             ));
         }
         let mut tokens = handle.inflight();
-        if let Some(OpId(t)) = op {
+        if let Some(t) = op.map(OpId::raw) {
             tokens.retain(|&x| x == t);
         }
         if tokens.is_empty() {

@@ -267,7 +267,7 @@ impl Core {
     }
 
     /// [`Core::take_again`] for one packet, which the caller makes into its
-    /// completion: a 32-byte entry travels back, not a 96-byte completion.
+    /// completion: a 24-byte entry travels back, not an 88-byte completion.
     #[inline]
     pub(crate) fn take_one_again(&self) -> Option<Entry> {
         if self.may_take_again() {

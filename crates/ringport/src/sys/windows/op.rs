@@ -152,7 +152,7 @@ impl Op {
             kind: req.kind(),
             key: handle.key(),
             user,
-            id: Some(OpId(id)),
+            id: Some(OpId::new(id)),
             result,
             buf: req.into_buf(),
             handle: Some(Handle { inner: handle }),

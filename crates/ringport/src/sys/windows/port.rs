@@ -181,7 +181,7 @@ impl Port {
         match unsafe { Op::issue(ov, handle.raw(), self.raw.0) } {
             Ok(()) => {
                 self.started.fetch_add(1, Relaxed);
-                Ok(OpId(id))
+                Ok(OpId::new(id))
             }
             Err(e) => {
                 st.remove(id);
@@ -222,7 +222,7 @@ impl Port {
         if !handle.belongs_to(self) {
             return Err(other_port());
         }
-        handle.cancel(op.map(|OpId(id)| id))
+        handle.cancel(op.map(OpId::raw))
     }
 
     /// Nothing is batched on Windows: each call reaches the kernel at once.
