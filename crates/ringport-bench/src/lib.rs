@@ -6,8 +6,9 @@
 //!   `benches/handoff.rs` and by the `handoff` binary, which prints a figure
 //!   you can quote: `cargo run --release -p ringport-bench --bin handoff`.
 //! - Peer echo servers of the same shape as `ringport serve`: `tokio_echo`
-//!   (tokio's multi-thread runtime) and `uring_echo` (a hand-written io_uring
-//!   server, the ceiling reference of DESIGN.md section 5).
+//!   (tokio's multi-thread runtime), `mio_echo` (mio, a poll per thread) and
+//!   `uring_echo` (a hand-written io_uring server, the ceiling reference of
+//!   DESIGN.md section 5).
 //! - `compare`: runs `ringport bench --json` against each server and reports
 //!   throughput, latency and server CPU time per message, as ratios.
 //! - `idle`: the server memory that each idle connection costs.
@@ -16,6 +17,8 @@
 
 pub mod args;
 pub mod handoff;
+#[cfg(target_os = "linux")]
+pub mod listen;
 pub mod machine;
 pub mod proc;
 pub mod server;

@@ -34,7 +34,7 @@ pub struct Running {
 
 impl ServerKind {
     /// The servers this crate knows by name, with their binaries in `dir`:
-    /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `tokio`, `ceiling`.
+    /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `tokio`, `mio`, `ceiling`.
     pub fn by_name(name: &str, dir: &Path) -> Option<ServerKind> {
         let serve = |backend: &str| vec!["serve".to_string(), "--backend".into(), backend.into()];
         let (name, program, args): (&'static str, &str, Vec<String>) = match name {
@@ -43,6 +43,7 @@ impl ServerKind {
             }
             "ringport-epoll" => ("ringport-epoll", "ringport", serve("epoll")),
             "tokio" => ("tokio", "tokio_echo", Vec::new()),
+            "mio" => ("mio", "mio_echo", Vec::new()),
             "ceiling" => ("ceiling", "uring_echo", Vec::new()),
             _ => return None,
         };

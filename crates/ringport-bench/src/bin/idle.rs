@@ -18,7 +18,7 @@ use ringport_bench::server::{Running, ServerKind};
 use ringport_bench::{machine, proc, stats};
 
 const USAGE: &str = "usage: idle [--connections 10000] [--runs 3] [--threads 1] \
-                     [--servers ringport-io_uring,ringport-epoll,tokio,ceiling] [--bin-dir DIR]";
+                     [--servers ringport-io_uring,ringport-epoll,tokio,mio,ceiling] [--bin-dir DIR]";
 const MESSAGE: &[u8; 64] = &[0x5a; 64];
 /// Time for the server to finish settling after the last echo.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -42,7 +42,7 @@ fn run() -> Result<(), String> {
     };
     let names = args
         .str("servers")
-        .unwrap_or("ringport-io_uring,ringport-epoll,tokio,ceiling");
+        .unwrap_or("ringport-io_uring,ringport-epoll,tokio,mio,ceiling");
     let limit = proc::raise_fd_limit().map_err(|e| format!("raising the descriptor limit: {e}"))?;
     if limit < conns as u64 + 64 {
         return Err(format!(

@@ -29,7 +29,7 @@ use ringport_bench::server::ServerKind;
 
 const USAGE: &str = "\
 usage: compare [--runs 3] [--duration 5] [--warmup 1] [--threads 1,2]
-               [--servers ringport-io_uring,ringport-epoll,tokio,ceiling]
+               [--servers ringport-io_uring,ringport-epoll,tokio,mio,ceiling]
                [--loads 50x64,10x16384] [--pipeline 1] [--client-threads 1]
                [--bin-dir target/release] [--client PATH] [--svg PATH] [--json PATH]
                [--syscalls (count the server's system calls with perf stat)]
@@ -182,7 +182,7 @@ fn config(args: &Args) -> Result<Config, String> {
     };
     let names = args
         .str("servers")
-        .unwrap_or("ringport-io_uring,ringport-epoll,tokio,ceiling");
+        .unwrap_or("ringport-io_uring,ringport-epoll,tokio,mio,ceiling");
     let servers = list(names, "--servers", |s| ServerKind::by_name(s, &bin_dir))?;
     let client = args
         .str("client")
