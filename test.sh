@@ -79,16 +79,12 @@ if [[ $QUICK == 0 ]]; then
     # every socket call in it fails with WSANOTINITIALISED (10093) before any
     # ringport code runs (std's own WSAStartup; mio's CI met it too,
     # tokio-rs/mio#1980). Only that failure earns one more run of the suite.
-    wine_ok=0
-    if wine_suite; then
-        wine_ok=1
-    elif grep -q 'code: 10093' "$log"; then
+    wine_again() {
+        grep -q 'code: 10093' "$log" || return 1
         echo "windows (wine): Winsock did not initialise in a test process (WSANOTINITIALISED, a Wine flake); running the suite once more" >&2
-        if wine_suite; then
-            wine_ok=1
-        fi
-    fi
-    if [[ $wine_ok == 1 ]]; then
+        wine_suite
+    }
+    if wine_suite || wine_again; then
         passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
         skipped=$(grep -c '^SKIP (wine)' "$log" || true)
         WINE_RESULT="$((passed - skipped)) passed, $skipped skipped (Wine does not reproduce the kernel behaviour they check)"

@@ -110,6 +110,15 @@ fn out_of_order(expected: u64, got: u64) -> io::Error {
     io::Error::other(format!("packet {got} arrived where {expected} was due"))
 }
 
+/// Checks that `got` is the packet due next, and counts it.
+fn take_next(next: &mut u64, got: u64) -> io::Result<()> {
+    if got != *next {
+        return Err(out_of_order(*next, got));
+    }
+    *next += 1;
+    Ok(())
+}
+
 fn join<T>(h: thread::JoinHandle<io::Result<T>>) -> io::Result<T> {
     h.join()
         .map_err(|_| io::Error::other("a hand-off thread panicked"))?
@@ -149,19 +158,12 @@ fn port_stream(backend: Backend, n: u64, batched: bool) -> io::Result<Duration> 
             while next < n {
                 if !batched {
                     // One at a time, as the channel's `recv`: no vector.
-                    let c = rx.get(None)?;
-                    if c.user() != next {
-                        return Err(out_of_order(next, c.user()));
-                    }
-                    next += 1;
+                    take_next(&mut next, rx.get(None)?.user())?;
                     continue;
                 }
                 rx.get_many(&mut out, BATCH, None)?;
                 for c in out.drain(..) {
-                    if c.user() != next {
-                        return Err(out_of_order(next, c.user()));
-                    }
-                    next += 1;
+                    take_next(&mut next, c.user())?;
                 }
             }
             Ok(start.elapsed())
@@ -181,10 +183,7 @@ fn channel_stream(n: u64, batched: bool) -> io::Result<Duration> {
                 let first = rx.recv().map_err(|_| gone())?;
                 let rest = rx.try_iter().take(if batched { BATCH - 1 } else { 0 });
                 for p in std::iter::once(first).chain(rest) {
-                    if p.user != next {
-                        return Err(out_of_order(next, p.user));
-                    }
-                    next += 1;
+                    take_next(&mut next, p.user)?;
                 }
             }
             Ok(start.elapsed())

@@ -8,11 +8,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// A listener on `addr` that other threads may bind too (`SO_REUSEPORT`):
 /// the kernel spreads new connections across them.
-///
-/// # Errors
-///
-/// The socket could not be made, bound or put to listen.
-pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
@@ -21,12 +17,13 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(s.into())
 }
 
-/// `threads` listeners on one address ([`listen`]); the first picks the port
-/// if `addr` has port 0. Returns the address they share.
+/// `threads` listeners on one address, each with `SO_REUSEPORT`, so the
+/// kernel spreads new connections across them; the first picks the port if
+/// `addr` has port 0. Returns the address they share.
 ///
 /// # Errors
 ///
-/// As [`listen`].
+/// A socket could not be made, bound or put to listen.
 pub fn listeners(addr: SocketAddr, threads: usize) -> io::Result<(SocketAddr, Vec<TcpListener>)> {
     let first = listen(addr)?;
     let addr = first.local_addr()?;

@@ -71,36 +71,29 @@ mod serve {
         sent: usize,
     }
 
-    enum Next {
-        /// Everything read has been sent; wait for more input.
-        Idle,
-        /// The send buffer is full; wait for writability.
-        Blocked,
-        Close,
-    }
-
     impl Conn {
-        /// Echoes until the socket has nothing more to read, or the peer's
-        /// side is full.
-        fn drive(&mut self) -> Next {
+        /// Echoes until the socket has nothing more to read, or its send
+        /// buffer is full; the next readable or writable edge drives it again.
+        /// False when the connection is over.
+        fn drive(&mut self) -> bool {
             loop {
                 while self.sent < self.filled {
                     match self.stream.write(&self.buf[self.sent..self.filled]) {
-                        Ok(0) => return Next::Close,
+                        Ok(0) => return false,
                         Ok(n) => self.sent += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Blocked,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(_) => return Next::Close,
+                        Err(_) => return false,
                     }
                 }
                 self.sent = 0;
                 self.filled = 0;
                 match self.stream.read(&mut self.buf) {
-                    Ok(0) => return Next::Close,
+                    Ok(0) => return false,
                     Ok(n) => self.filled = n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Idle,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return Next::Close,
+                    Err(_) => return false,
                 }
             }
         }
@@ -127,13 +120,11 @@ mod serve {
                 let Some(conn) = conns.get_mut(key) else {
                     continue;
                 };
-                match conn.drive() {
-                    // Edge-triggered, registered for both: nothing to change.
-                    Next::Idle | Next::Blocked => {}
-                    Next::Close => {
-                        let mut c = conns.remove(key);
-                        let _ = poll.registry().deregister(&mut c.stream);
-                    }
+                // Edge-triggered, registered for both: nothing to change
+                // while it stays open.
+                if !conn.drive() {
+                    let mut c = conns.remove(key);
+                    let _ = poll.registry().deregister(&mut c.stream);
                 }
             }
         }
