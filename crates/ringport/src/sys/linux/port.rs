@@ -1,7 +1,6 @@
 //! The Linux port: the user-space core (`waiters`) joined to a kernel driver.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +37,9 @@ const GEN_MASK: u32 = 0x7fff_ffff;
 struct Ops {
     slab: Slab<Box<Op>>,
     next_gen: u32,
+    /// Operations accepted so far (`Stats::started`), counted under the lock
+    /// `start` holds anyway.
+    started: u64,
     closed: bool,
 }
 
@@ -96,7 +98,6 @@ pub(crate) struct Port {
     driver: Driver,
     core: Core,
     ops: Mutex<Ops>,
-    started: AtomicU64,
     pool: Arc<BufPool>,
 }
 
@@ -118,9 +119,9 @@ impl Port {
             ops: Mutex::new(Ops {
                 slab: Slab::new(),
                 next_gen: 0,
+                started: 0,
                 closed: false,
             }),
-            started: AtomicU64::new(0),
             pool,
         })
     }
@@ -148,7 +149,7 @@ impl Port {
             running: c.running,
             waiting: c.waiting,
             in_flight: self.core.inflight(),
-            started: self.started.load(Ordering::Relaxed),
+            started: lock(&self.ops).started,
             completed: c.completed,
             pool_buffers: self.pool.free_len() + self.driver.ring_buffers(),
         }
@@ -208,7 +209,7 @@ impl Port {
         // `reap_into_queue` takes it back for this token (or `close` leaks it).
         match unsafe { self.driver.start(op, t, now) } {
             Ok(()) => {
-                self.started.fetch_add(1, Ordering::Relaxed);
+                ops.started += 1;
                 Ok(OpId::new(t))
             }
             Err(e) => {
@@ -281,7 +282,7 @@ impl Port {
         drop(targets);
         let mut s = Scratch::take();
         s.raw.extend(never_sent);
-        self.complete(&mut s, HandOut::Now(None));
+        self.complete(&mut s, None);
         s.put_back();
     }
 
@@ -289,23 +290,34 @@ impl Port {
         self.driver.submit()
     }
 
-    /// Reaps what the kernel finished and queues it, handing it out to waiters.
+    /// Reaps what the kernel finished and queues it, handing it out to
+    /// waiters; `me` is the calling thread if it is one of them.
     fn reap(&self, wait: Wait<'_>, me: Option<&Arc<Waiter>>) -> io::Result<()> {
-        self.reap_for(wait, HandOut::Now(me))
-    }
-
-    /// As [`Port::reap`], handing out as `to` says.
-    fn reap_for(&self, wait: Wait<'_>, to: HandOut<'_>) -> io::Result<()> {
         let mut s = Scratch::take();
         let r = self.driver.reap(wait, &mut s.raw, &mut s.filled);
-        self.complete(&mut s, to);
+        self.complete(&mut s, me);
         s.put_back();
         r
     }
 
-    /// Turns `(token, result)` pairs into completions and queues them.
-    /// `filled` holds the buffers the kernel picked for pooled receives.
-    fn complete(&self, s: &mut Scratch, to: HandOut<'_>) {
+    /// Turns `(token, result)` pairs into completions and queues them, handing
+    /// them out. `filled` holds the buffers the kernel picked for pooled
+    /// receives.
+    fn complete(&self, s: &mut Scratch, me: Option<&Arc<Waiter>>) {
+        self.finish_reaped(s);
+        if s.done.is_empty() {
+            return;
+        }
+        let queued = self.core.enqueue(s.done.drain(..));
+        if queued && self.core.hand_out(me) {
+            self.driver.wake();
+        }
+    }
+
+    /// The first half of [`Port::complete`]: takes the reaped operations back
+    /// from the kernel's side into `s.done` and tells their handles and the
+    /// core; they are not queued yet.
+    fn finish_reaped(&self, s: &mut Scratch) {
         if s.raw.is_empty() {
             return;
         }
@@ -333,12 +345,6 @@ impl Port {
         for e in &s.done {
             if let Entry::Done(op, t, _) = e {
                 op.handle.op_done(*t);
-            }
-        }
-        let queued = self.core.enqueue(s.done.drain(..));
-        if let (true, HandOut::Now(me)) = (queued, to) {
-            if self.core.hand_out(me) {
-                self.driver.wake();
             }
         }
     }
@@ -402,7 +408,11 @@ impl Port {
     /// `GetQueuedCompletionStatus`.
     #[inline]
     pub(crate) fn get(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Completion, GetError> {
-        match self.get_fast(timeout, Core::take_one_again) {
+        let take = |core: &Core, reaped: &mut Vec<Entry>| match reaped.pop() {
+            Some(e) => Some(e),
+            None => core.take_one_again(),
+        };
+        match self.get_fast(timeout, 1, take) {
             Ok(Some(e)) => Ok(e.into_completion()),
             Ok(None) => self.get_one_slow(timeout),
             Err(e) => Err(e),
@@ -425,7 +435,15 @@ impl Port {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, GetError> {
-        if let Some(n) = self.get_fast(timeout, |core| core.take_again(out, max))? {
+        let take = |core: &Core, reaped: &mut Vec<Entry>| {
+            if reaped.is_empty() {
+                return core.take_again(out, max);
+            }
+            let n = reaped.len();
+            out.extend(reaped.drain(..).map(Entry::into_completion));
+            Some(n)
+        };
+        if let Some(n) = self.get_fast(timeout, max, take)? {
             return Ok(n);
         }
         self.get_slow(out, max, timeout)
@@ -437,12 +455,15 @@ impl Port {
     /// keeps its slot. With nothing queued and nothing in flight it watches
     /// the queue for a moment first (crossbeam's back-off, as a channel's
     /// receiver does), so a stream of posts from another busy thread costs no
-    /// lock and no sleep. `Ok(None)`: take the slow way.
+    /// lock and no sleep. `take` takes at most `max`, from the entries this
+    /// thread just reaped if it was given any, else from the queue.
+    /// `Ok(None)`: take the slow way.
     #[inline]
     fn get_fast<T>(
         &self,
         timeout: Option<Duration>,
-        mut take: impl FnMut(&Core) -> Option<T>,
+        max: usize,
+        mut take: impl FnMut(&Core, &mut Vec<Entry>) -> Option<T>,
     ) -> Result<Option<T>, GetError> {
         // With nothing in flight there is nothing to submit (every entry
         // belongs to an operation, or is a wake-up, which goes at once) and
@@ -451,15 +472,16 @@ impl Port {
         // before it sleeps.
         let running = thread::is_running_on(self);
         if self.core.inflight() > 0 {
-            return self.get_busy(running, take);
+            return self.get_busy(running, max, take);
         }
         if !running {
             return Ok(None);
         }
         let no_spin = timeout == Some(Duration::ZERO);
         let backoff = Backoff::new();
+        let mut none = Vec::new();
         loop {
-            if let Some(t) = take(&self.core) {
+            if let Some(t) = take(&self.core, &mut none) {
                 return Ok(Some(t));
             }
             if no_spin || backoff.is_completed() {
@@ -475,29 +497,40 @@ impl Port {
     fn get_busy<T>(
         &self,
         running: bool,
-        mut take: impl FnMut(&Core) -> Option<T>,
+        max: usize,
+        mut take: impl FnMut(&Core, &mut Vec<Entry>) -> Option<T>,
     ) -> Result<Option<T>, GetError> {
         self.submit().map_err(GetError::Os)?;
-        // What a running thread reaps here is its to take first: it has
-        // given back its slot and takes again at once (`KeRemoveQueue`),
-        // so no waiter is woken for packets this thread takes itself.
-        let to = if running {
-            HandOut::Later
-        } else {
-            HandOut::Now(None)
-        };
-        if let Err(e) = self.reap_for(Wait::No, to) {
-            self.hand_out();
-            return Err(GetError::Os(e));
-        }
         if !running {
+            if let Err(e) = self.reap(Wait::No, None) {
+                self.hand_out();
+                return Err(GetError::Os(e));
+            }
             return Ok(None);
         }
-        let took = take(&self.core);
+        // What a running thread reaps here is its to take first: it has
+        // given back its slot and takes again at once (`KeRemoveQueue`),
+        // so no waiter is woken for packets this thread takes itself. When
+        // nothing is queued ahead of them and they all fit, they go straight
+        // to it, as if queued and taken at once: the queue would hand it
+        // exactly these.
+        let mut s = Scratch::take();
+        let r = self.driver.reap(Wait::No, &mut s.raw, &mut s.filled);
+        self.finish_reaped(&mut s);
+        let direct = r.is_ok() && self.core.take_reaped(s.done.len(), max);
+        if !direct && !s.done.is_empty() {
+            self.core.enqueue(s.done.drain(..));
+        }
+        let took = match r {
+            Ok(()) => Ok(take(&self.core, &mut s.done)),
+            Err(e) => Err(GetError::Os(e)),
+        };
+        debug_assert!(s.done.is_empty(), "a direct hand-over takes every entry");
+        s.put_back();
         // What this thread left (more than it takes, or all when it may
         // not run) goes to the waiters.
         self.hand_out();
-        Ok(took)
+        took
     }
 
     /// Hands queued packets to the waiters (see `Core::hand_out`).
@@ -648,16 +681,6 @@ impl Port {
     }
 }
 
-/// Whom a reap hands its completions to.
-#[derive(Clone, Copy)]
-enum HandOut<'a> {
-    /// The waiters, at once; `me` is the calling thread if it is one of them.
-    Now(Option<&'a Arc<Waiter>>),
-    /// Nobody yet: the calling thread runs on the port and takes first, then
-    /// calls `Core::hand_out`.
-    Later,
-}
-
 /// The vectors of one reap, kept by each thread between reaps so that a busy
 /// port allocates none. Taken out while in use, so a reap inside a reap (none
 /// is known) would only allocate afresh.
@@ -718,6 +741,7 @@ mod tests {
         Ops {
             slab: Slab::new(),
             next_gen: 0,
+            started: 0,
             closed: false,
         }
     }

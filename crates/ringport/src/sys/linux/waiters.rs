@@ -277,6 +277,20 @@ impl Core {
         }
     }
 
+    /// A running thread that dequeues again with `n` completions it has just
+    /// reaped takes them without the queue when they would be next in line
+    /// anyway: nothing is queued ahead of them, all of them fit in its `max`,
+    /// and [`Core::take_again`] would let it take. They count as queued and
+    /// taken (`Stats::completed`). False: queue them ([`Core::enqueue`]).
+    #[inline]
+    pub(crate) fn take_reaped(&self, n: usize, max: usize) -> bool {
+        let ok = n > 0 && n <= max && self.queue.is_empty() && self.may_take_again();
+        if ok {
+            self.pushed.fetch_add(n as u64, Relaxed);
+        }
+        ok
+    }
+
     fn may_take_again(&self) -> bool {
         // Above the limit (a thread came back from blocking), giving back the
         // slot leaves none to take again: the slow way decides.
