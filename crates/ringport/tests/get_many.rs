@@ -102,3 +102,49 @@ fn mixes_io_and_posted_packets() {
         assert_eq!(users, [100, 200]);
     });
 }
+
+/// A running thread that dequeues again takes what is queued before what its
+/// own dequeue finds finished, and every completion counts in the stats
+/// however it was handed over.
+#[test]
+fn queued_packets_come_before_what_the_dequeue_reaps() {
+    each_backend(|backend, _| {
+        let port = port(backend, 1);
+        let (_client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        // Run on the port, so the sends below wait for this thread's next
+        // dequeue to reach the kernel (io_uring batches them).
+        util::post(&port, 0).unwrap();
+        assert_eq!(util::get(&port).user(), 0);
+        for i in 1..=3 {
+            port.send(&sock, vec![i as u8; 8], i).unwrap();
+        }
+        util::post(&port, 100).unwrap();
+        let mut out = Vec::new();
+        while out.len() < 4 {
+            port.get_many(&mut out, 64, Some(util::LONG)).unwrap();
+        }
+        let users: Vec<u64> = out.iter().map(|c| c.user()).collect();
+        if backend == ringport::Backend::IoUring {
+            // The sends finished inside that dequeue, after the post was queued.
+            assert_eq!(users, [100, 1, 2, 3]);
+        }
+        let mut sorted = users.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [1, 2, 3, 100], "got {users:?}");
+        // Then with nothing queued ahead: the reaped sends come alone, in order.
+        for i in 4..=6 {
+            port.send(&sock, vec![i as u8; 8], i).unwrap();
+        }
+        out.clear();
+        while out.len() < 3 {
+            port.get_many(&mut out, 64, Some(util::LONG)).unwrap();
+        }
+        let users: Vec<u64> = out.iter().map(|c| c.user()).collect();
+        assert_eq!(users, [4, 5, 6]);
+        let stats = port.stats();
+        assert_eq!(stats.completed, 8, "{stats:?}");
+        assert_eq!(stats.started, 6, "{stats:?}");
+        assert_eq!((stats.queued, stats.in_flight), (0, 0), "{stats:?}");
+    });
+}
