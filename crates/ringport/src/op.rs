@@ -5,11 +5,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use crate::completion::{OpKind, StartError};
 use crate::handle::HandleKind;
-use crate::pool::BufPool;
 
 /// One overlapped operation with everything it owns until it completes.
 #[derive(Debug)]
@@ -17,10 +15,10 @@ pub(crate) enum Request {
     Accept,
     Connect(SocketAddr),
     Recv(Vec<u8>),
-    /// A receive whose buffer comes from `pool` when data arrives; `buf` holds
-    /// it from then on (its length stays 0 until the completion sets it).
+    /// A receive whose buffer comes from the port's pool when data arrives;
+    /// `buf` holds it from then on (its length stays 0 until the completion
+    /// sets it).
     RecvPooled {
-        pool: Arc<BufPool>,
         buf: Option<Vec<u8>>,
     },
     Send(Vec<u8>),

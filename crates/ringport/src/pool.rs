@@ -8,22 +8,22 @@
 //! gives it back for reuse; a buffer that is simply dropped is replaced by a
 //! new allocation.
 
-use std::sync::Mutex;
+use crossbeam_queue::ArrayQueue;
 
-/// Free receive buffers of one size, at most `keep` of them.
+/// Free receive buffers of one size, at most `count` of them. Lock-free: a
+/// buffer is taken on every pooled receive and given back on every recycle,
+/// from any thread.
 #[derive(Debug)]
 pub(crate) struct BufPool {
     size: usize,
-    keep: usize,
-    free: Mutex<Vec<Vec<u8>>>,
+    free: ArrayQueue<Vec<u8>>,
 }
 
 impl BufPool {
     pub(crate) fn new(count: usize, size: usize) -> BufPool {
         BufPool {
             size: size.max(1),
-            keep: count.max(1),
-            free: Mutex::new(Vec::new()),
+            free: ArrayQueue::new(count.max(1)),
         }
     }
 
@@ -33,20 +33,22 @@ impl BufPool {
     }
 
     /// How many buffers the pool keeps (the provided-buffer ring's length).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // only io_uring asks
     pub(crate) fn count(&self) -> usize {
-        self.keep
+        self.free.capacity()
     }
 
     /// Free buffers kept for reuse.
     pub(crate) fn free_len(&self) -> usize {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.free.len()
     }
 
     /// An empty buffer with room for `size()` bytes: a recycled one if there is
     /// one, else a new allocation.
     pub(crate) fn take(&self) -> Vec<u8> {
-        let recycled = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        recycled.unwrap_or_else(|| Vec::with_capacity(self.size()))
+        self.free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.size()))
     }
 
     /// Keeps `buf` for a later [`take`](BufPool::take) if it is big enough and
@@ -56,10 +58,8 @@ impl BufPool {
             return;
         }
         buf.clear();
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < self.count() {
-            free.push(buf);
-        }
+        // Full: the buffer is dropped here.
+        let _ = self.free.push(buf);
     }
 }
 
@@ -81,7 +81,7 @@ mod tests {
         for _ in 0..5 {
             pool.give(Vec::with_capacity(64));
         }
-        assert_eq!(pool.free.lock().unwrap().len(), 2);
+        assert_eq!(pool.free_len(), 2);
     }
 
     #[test]

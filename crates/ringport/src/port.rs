@@ -354,8 +354,7 @@ impl CompletionPort {
     /// (as [`recv`](CompletionPort::recv) would), so an idle connection does
     /// hold one there.
     pub fn recv_pooled(&self, socket: &Handle, user: u64) -> Result<OpId, StartError> {
-        let pool = self.sys().pool().clone();
-        self.start(socket, Request::RecvPooled { pool, buf: None }, user)
+        self.start(socket, Request::RecvPooled { buf: None }, user)
     }
 
     /// Gives a buffer from a [pooled receive](CompletionPort::recv_pooled) (or

@@ -3,25 +3,27 @@
 //! is an error that says why and how to fix it.
 
 use std::io;
+use std::sync::Arc;
 
 use super::driver::Driver;
 use super::epoll::Epoll;
 use super::uring::Uring;
+use crate::pool::BufPool;
 use crate::port::{Backend, Builder};
 
 /// Picks the backend the builder asks for: the driver, what is live, and why.
-pub(crate) fn choose(b: &Builder) -> io::Result<(Driver, Backend, String)> {
+pub(crate) fn choose(b: &Builder, pool: &Arc<BufPool>) -> io::Result<(Driver, Backend, String)> {
     let cq = b
         .cq_entries
         .unwrap_or(b.entries.saturating_mul(4))
         .max(b.entries);
     let epoll = |why: String| -> io::Result<(Driver, Backend, String)> {
-        let e = Epoll::new(cq as usize)?;
+        let e = Epoll::new(cq as usize, pool.clone())?;
         let why = format!("{why} ({})", e.describe());
         Ok((Driver::Epoll(e), Backend::Epoll, why))
     };
     match b.backend {
-        Backend::IoUring | Backend::Auto => match Uring::new(b.entries, cq) {
+        Backend::IoUring | Backend::Auto => match Uring::new(b.entries, cq, pool.clone()) {
             Ok(u) => {
                 let why = format!("io_uring available ({})", u.describe());
                 Ok((Driver::Uring(u), Backend::IoUring, why))

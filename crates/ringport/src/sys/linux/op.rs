@@ -12,6 +12,7 @@ use super::handle::Handle as SysHandle;
 use crate::completion::{Completion, OpId, Packet};
 use crate::handle::Handle;
 use crate::op::Request;
+use crate::pool::BufPool;
 
 /// An operation owned by the port from its start to its completion. It lives in
 /// a `Box` in the port's slab, so the addresses the kernel was given (buffer,
@@ -132,8 +133,8 @@ impl Op {
     }
 
     /// Hands a pooled receive the buffer the kernel picked for it.
-    pub(crate) fn fill(&mut self, picked: Vec<u8>) {
-        if let Request::RecvPooled { buf, pool } = &mut self.req {
+    pub(crate) fn fill(&mut self, picked: Vec<u8>, pool: &BufPool) {
+        if let Request::RecvPooled { buf } = &mut self.req {
             if let Some(old) = buf.replace(picked) {
                 pool.give(old);
             }

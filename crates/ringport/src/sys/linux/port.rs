@@ -104,7 +104,7 @@ pub(crate) struct Port {
 impl Port {
     pub(crate) fn new(b: &Builder, concurrency: usize) -> io::Result<Port> {
         let pool = Arc::new(BufPool::new(b.recv_buffers.0, b.recv_buffers.1));
-        let (driver, backend, reason) = choose(b)?;
+        let (driver, backend, reason) = choose(b, &pool)?;
         match (b.backend, backend) {
             (Backend::Auto, Backend::IoUring) => log::info!("ringport: using io_uring: {reason}"),
             (Backend::Auto, _) => log::info!("ringport: {reason}"),
@@ -330,7 +330,7 @@ impl Port {
                 };
                 let Some(mut op) = ops.take(t) else { continue };
                 if let Some(i) = s.filled.iter().position(|(ft, _)| *ft == t) {
-                    op.fill(s.filled.swap_remove(i).1);
+                    op.fill(s.filled.swap_remove(i).1, &self.pool);
                 }
                 s.done.push(Entry::Done(op, t, res));
             }

@@ -56,6 +56,8 @@ pub(crate) struct Uring {
     /// buffer ring must then outlive everything (it is leaked).
     leak_bufs: AtomicBool,
     sq: Mutex<Sq>,
+    /// The port's receive buffers, for the buffer ring.
+    pool: Arc<BufPool>,
     /// Held by the reaping thread; the value is the kernel's count of dropped
     /// completions last seen.
     cq: PollerLock<u32>,
@@ -92,7 +94,7 @@ fn unsupported(what: String) -> io::Error {
 impl Uring {
     /// Sets up a ring with `entries` submission and `cq_entries` completion
     /// slots, and checks that the kernel has everything the port needs.
-    pub(crate) fn new(entries: u32, cq_entries: u32) -> io::Result<Uring> {
+    pub(crate) fn new(entries: u32, cq_entries: u32, pool: Arc<BufPool>) -> io::Result<Uring> {
         // COOP_TASKRUN (5.19) saves an interrupt per completion; degrade without it.
         let (ring, flags) = match IoUring::builder()
             .setup_coop_taskrun()
@@ -135,6 +137,7 @@ impl Uring {
             sq: Mutex::new(Sq {
                 backlog: VecDeque::new(),
             }),
+            pool,
             cq: PollerLock::new(0),
             wake_pending: AtomicBool::new(false),
             flags,
@@ -144,9 +147,9 @@ impl Uring {
     }
 
     /// The provided-buffer ring, set up on first use from `pool`'s settings.
-    fn buf_ring(&self, pool: &Arc<BufPool>) -> Option<&BufRing> {
+    fn buf_ring(&self) -> Option<&BufRing> {
         self.bufs
-            .get_or_init(|| match BufRing::new(&self.ring.submitter(), pool.clone()) {
+            .get_or_init(|| match BufRing::new(&self.ring.submitter(), self.pool.clone()) {
                 Ok(ring) => Some(ring),
                 Err(e) => {
                     log::info!("ringport: no io_uring buffer ring ({e}); pooled receives take their buffer at start");
@@ -185,13 +188,13 @@ impl Uring {
     pub(crate) fn prepare(&self, op: &mut Op, token: u64) -> squeue::Entry {
         let fd = types::Fd(op.fd);
         let entry = match &mut op.req {
-            Request::RecvPooled { pool, buf } => match self.buf_ring(pool) {
+            Request::RecvPooled { buf } => match self.buf_ring() {
                 Some(ring) => opcode::Recv::new(fd, std::ptr::null_mut(), ring.buf_len())
                     .buf_group(bufring::GROUP)
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT),
                 None => {
-                    let (ptr, len) = spare(buf.get_or_insert_with(|| pool.take()));
+                    let (ptr, len) = spare(buf.get_or_insert_with(|| self.pool.take()));
                     opcode::Recv::new(fd, ptr, len).build()
                 }
             },

@@ -157,7 +157,7 @@ impl Port {
     ) -> Result<OpId, StartError> {
         // No provided buffers here: a pooled receive takes its buffer now.
         let req = match req {
-            Request::RecvPooled { pool, buf: None } => Request::Recv(pool.take()),
+            Request::RecvPooled { buf: None } => Request::Recv(self.pool.take()),
             req => req,
         };
         if !handle.belongs_to(self) {

@@ -89,8 +89,9 @@ const MAX_IO: usize = i32::MAX as usize;
 impl Io {
     /// Describes `op` for the driver. The pointers taken here stay valid while
     /// the port keeps `op` in its slab, that is until the driver reports
-    /// `token` (see [`Io::attempt`]).
-    pub(super) fn prepare(op: &mut Op, token: u64) -> Io {
+    /// `token` (see [`Io::attempt`]); `pool`, the port's, outlives every
+    /// operation (the driver holds it).
+    pub(super) fn prepare(op: &mut Op, token: u64, pool: &Arc<BufPool>) -> Io {
         let fd = op.fd;
         let call = match &mut op.req {
             Request::Accept => {
@@ -112,7 +113,7 @@ impl Io {
                 let (buf, len) = spare(buf);
                 Call::Recv { buf, len }
             }
-            Request::RecvPooled { pool, buf } => Call::RecvPooled {
+            Request::RecvPooled { buf } => Call::RecvPooled {
                 slot: buf,
                 pool: Arc::as_ptr(pool),
             },
@@ -155,7 +156,7 @@ impl Io {
     pub(super) fn drained(&self, res: i32) -> bool {
         match self.call {
             Call::Recv { len, .. } => res > 0 && (res as usize) < len,
-            // SAFETY: the pool outlives the operation (the `Op` holds an `Arc`).
+            // SAFETY: the pool outlives the operation (the driver holds an `Arc`).
             Call::RecvPooled { pool, .. } => res > 0 && (res as usize) < unsafe { (*pool).size() },
             _ => false,
         }

@@ -44,6 +44,7 @@ use super::handle::Handle;
 use super::op::Op;
 use super::poller::PollerLock;
 use super::waiters::lock;
+use crate::pool::BufPool;
 
 /// `epoll_event.u64` of the wake-up eventfd. Source keys never have the top
 /// bit set (31-bit generations), so they cannot collide with it.
@@ -85,6 +86,8 @@ pub(crate) struct Epoll {
     /// The poller is in (or about to enter) a sleeping `epoll_wait`.
     sleeping: AtomicBool,
     max_events: usize,
+    /// The port's receive buffers: a pooled receive takes one per attempt.
+    pool: Arc<BufPool>,
 }
 
 impl std::fmt::Debug for Epoll {
@@ -99,7 +102,7 @@ impl std::fmt::Debug for Epoll {
 
 impl Epoll {
     /// A new epoll instance taking at most `events` events per wait.
-    pub(crate) fn new(events: usize) -> std::io::Result<Epoll> {
+    pub(crate) fn new(events: usize, pool: Arc<BufPool>) -> std::io::Result<Epoll> {
         let epfd = sys::epoll_create()?;
         let waker = sys::eventfd()?;
         let level_in = libc::EPOLLIN as u32;
@@ -122,6 +125,7 @@ impl Epoll {
             wake_pending: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             max_events: events.clamp(1, MAX_EVENTS),
+            pool,
         })
     }
 
@@ -179,7 +183,7 @@ impl Epoll {
     /// `op` must stay at its address, and must not be dropped, until `reap`
     /// reports `token` (or this driver is dropped after a drain).
     pub(crate) unsafe fn start(&self, op: &mut Op, token: u64, now: bool) -> std::io::Result<()> {
-        let io = Io::prepare(op, token);
+        let io = Io::prepare(op, token, &self.pool);
         let Some(dir) = io.dir() else {
             lock(&self.files).push_back(io);
             if now {

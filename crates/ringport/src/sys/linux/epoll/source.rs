@@ -151,6 +151,11 @@ mod tests {
         (a, b)
     }
 
+    /// A pool for `Io::prepare`; these tests make no pooled receives.
+    fn pool() -> Arc<crate::pool::BufPool> {
+        Arc::new(crate::pool::BufPool::new(1, 1))
+    }
+
     fn op(fd: RawFd, req: Request, user: u64) -> Box<Op> {
         let (_x, y) = UnixStream::pair().unwrap();
         let owned = Owned::from_io(std::fs::File::from(std::os::fd::OwnedFd::from(y))).unwrap();
@@ -162,7 +167,7 @@ mod tests {
     #[allow(clippy::vec_box)]
     fn recv(ops: &mut Vec<Box<Op>>, fd: RawFd, cap: usize, token: u64) -> Io {
         ops.push(op(fd, Request::Recv(Vec::with_capacity(cap)), token));
-        Io::prepare(ops.last_mut().unwrap(), token)
+        Io::prepare(ops.last_mut().unwrap(), token, &pool())
     }
 
     #[test]
@@ -237,7 +242,7 @@ mod tests {
         let src = Source::new(a.as_raw_fd(), 1, true);
         let mut ops = [op(a.as_raw_fd(), Request::Send(vec![7; 8 << 20]), 30)];
         let mut q = src.lock();
-        q.push(Io::prepare(&mut ops[0], 30), Dir::Write);
+        q.push(Io::prepare(&mut ops[0], 30, &pool()), Dir::Write);
         let mut out = Vec::new();
         // SAFETY: the op lives in `ops` until the end of the test.
         unsafe { q.run(&mut out) };
