@@ -142,9 +142,23 @@ fn queued_packets_come_before_what_the_dequeue_reaps() {
         }
         let users: Vec<u64> = out.iter().map(|c| c.user()).collect();
         assert_eq!(users, [4, 5, 6]);
+        // More finished than the dequeue takes: the first go to it, the rest
+        // wait in the queue for the next one, in order.
+        for i in 7..=9 {
+            port.send(&sock, vec![i as u8; 8], i).unwrap();
+        }
+        let mut users = Vec::new();
+        while users.len() < 3 {
+            out.clear();
+            let n = port.get_many(&mut out, 2, Some(util::LONG)).unwrap();
+            assert!(n <= 2);
+            users.extend(out.iter().map(|c| c.user()));
+        }
+        assert_eq!(users, [7, 8, 9]);
+        util::assert_nothing_more(&port, Duration::from_millis(20));
         let stats = port.stats();
-        assert_eq!(stats.completed, 8, "{stats:?}");
-        assert_eq!(stats.started, 6, "{stats:?}");
+        assert_eq!(stats.completed, 11, "{stats:?}");
+        assert_eq!(stats.started, 9, "{stats:?}");
         assert_eq!((stats.queued, stats.in_flight), (0, 0), "{stats:?}");
     });
 }

@@ -511,21 +511,24 @@ impl Port {
         // What a running thread reaps here is its to take first: it has
         // given back its slot and takes again at once (`KeRemoveQueue`),
         // so no waiter is woken for packets this thread takes itself. When
-        // nothing is queued ahead of them and they all fit, they go straight
-        // to it, as if queued and taken at once: the queue would hand it
-        // exactly these.
+        // nothing is queued ahead of them, the first `max` go straight to it,
+        // as if queued and taken at once (the queue would hand it exactly
+        // those), and the rest are queued.
         let mut s = Scratch::take();
         let r = self.driver.reap(Wait::No, &mut s.raw, &mut s.filled);
         self.finish_reaped(&mut s);
-        let direct = r.is_ok() && self.core.take_reaped(s.done.len(), max);
-        if !direct && !s.done.is_empty() {
-            self.core.enqueue(s.done.drain(..));
+        let direct = match r {
+            Ok(()) => self.core.take_reaped(s.done.len(), max),
+            Err(_) => 0,
+        };
+        if s.done.len() > direct {
+            self.core.enqueue(s.done.drain(direct..));
         }
         let took = match r {
             Ok(()) => Ok(take(&self.core, &mut s.done)),
             Err(e) => Err(GetError::Os(e)),
         };
-        debug_assert!(s.done.is_empty(), "a direct hand-over takes every entry");
+        debug_assert!(s.done.is_empty(), "`take` takes every entry handed to it");
         s.put_back();
         // What this thread left (more than it takes, or all when it may
         // not run) goes to the waiters.

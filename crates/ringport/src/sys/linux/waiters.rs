@@ -278,17 +278,19 @@ impl Core {
     }
 
     /// A running thread that dequeues again with `n` completions it has just
-    /// reaped takes them without the queue when they would be next in line
-    /// anyway: nothing is queued ahead of them, all of them fit in its `max`,
-    /// and [`Core::take_again`] would let it take. They count as queued and
-    /// taken (`Stats::completed`). False: queue them ([`Core::enqueue`]).
+    /// reaped takes the first of them (up to its `max`) without the queue
+    /// when nothing is queued ahead of them and [`Core::take_again`] would let
+    /// it take: the queue would hand it exactly those. Returns how many it
+    /// takes so; they count as queued and taken (`Stats::completed`). The
+    /// rest it queues ([`Core::enqueue`]), as a reap that came just after.
     #[inline]
-    pub(crate) fn take_reaped(&self, n: usize, max: usize) -> bool {
-        let ok = n > 0 && n <= max && self.queue.is_empty() && self.may_take_again();
-        if ok {
-            self.pushed.fetch_add(n as u64, Relaxed);
+    pub(crate) fn take_reaped(&self, n: usize, max: usize) -> usize {
+        if n == 0 || !self.queue.is_empty() || !self.may_take_again() {
+            return 0;
         }
-        ok
+        let k = n.min(max);
+        self.pushed.fetch_add(k as u64, Relaxed);
+        k
     }
 
     fn may_take_again(&self) -> bool {
