@@ -164,3 +164,32 @@ fn cancel_from_another_thread() {
         assert_nothing_more(&port, Duration::from_millis(20));
     });
 }
+
+/// A thread running on the port batches the operations it starts until its
+/// next dequeue; one cancelled before then never reaches the kernel: it
+/// completes as cancelled and takes none of the data that comes after.
+#[test]
+fn cancel_before_the_batch_is_submitted() {
+    each_backend(|backend, _| {
+        let port = port(backend, 1);
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 3).unwrap();
+        util::post(&port, 0).unwrap();
+        assert_eq!(util::get(&port).user(), 0); // now running on the port
+        let a = port.recv(&sock, Vec::with_capacity(64), 1).unwrap();
+        port.cancel(&sock, Some(a)).unwrap();
+        util::write_all(&mut client, b"hello");
+        let mut c = util::get(&port);
+        assert_eq!((c.user(), c.id()), (1, Some(a)));
+        assert!(c.is_aborted(), "{:?}", c.result());
+        assert!(c.take_buf().unwrap().is_empty());
+        // The bytes are still there for the next receive.
+        port.recv(&sock, Vec::with_capacity(64), 2).unwrap();
+        let mut c = util::get(&port);
+        assert_eq!(c.user(), 2);
+        assert_eq!(*c.result().as_ref().unwrap(), 5);
+        assert_eq!(c.take_buf().unwrap(), b"hello");
+        assert_nothing_more(&port, Duration::from_millis(20));
+        assert_eq!(port.stats().in_flight, 0);
+    });
+}

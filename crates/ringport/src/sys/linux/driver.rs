@@ -4,10 +4,13 @@
 //! A driver must:
 //! - `associate(handle)`: prepare a newly associated descriptor (epoll makes a
 //!   socket non-blocking and registers it; io_uring needs nothing).
-//! - `start(op, token, now)`: begin the operation. `op` stays boxed and unmoved
-//!   in the port's slab until the driver reports `token` from `reap`; `now`
-//!   asks for the operation to reach the kernel before returning (otherwise it
-//!   may wait for the next `submit` or `reap`).
+//! - `start(op, token, now, staged)`: begin the operation. `op` stays boxed
+//!   and unmoved in the port's slab until the driver reports `token` from
+//!   `reap`; `now` asks for the operation to reach the kernel before
+//!   returning; otherwise io_uring leaves its entry in `staged` (the port's,
+//!   under its lock) for the next `flush`. An error means it was not started.
+//! - `flush(staged)`: move staged entries to the kernel's queue (no system
+//!   call; `submit` enters the kernel).
 //! - `cancel(token, handle)`: ask for cancellation; true if the operation never
 //!   reached the kernel (or was removed before it transferred anything) and
 //!   the caller must complete it as cancelled; false if its completion will
@@ -24,6 +27,8 @@
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+
+use io_uring::squeue;
 
 use super::epoll::{Epoll, Source};
 use super::handle::Handle;
@@ -65,21 +70,54 @@ impl Driver {
         }
     }
 
-    /// Begins `op`.
+    /// Begins `op`; with io_uring and not `now`, its entry waits in `staged`.
     ///
     /// # Safety
     ///
     /// `op` must stay at its address, and must not be dropped, until `reap`
-    /// reports `token` (or the driver itself is dropped after a drain).
-    pub(crate) unsafe fn start(&self, op: &mut Op, token: u64, now: bool) -> io::Result<()> {
+    /// reports `token` (or the driver itself is dropped after a drain); so
+    /// must the operations of the entries in `staged`.
+    pub(crate) unsafe fn start(
+        &self,
+        op: &mut Op,
+        token: u64,
+        now: bool,
+        staged: &mut Vec<squeue::Entry>,
+    ) -> io::Result<()> {
         match self {
             Driver::Uring(u) => {
                 let entry = u.prepare(op, token);
+                if !now {
+                    staged.push(entry);
+                    return Ok(());
+                }
+                // Older staged entries go first. Queued even if entering the
+                // kernel fails, so the operation is started either way; the
+                // next enter submits it.
                 // SAFETY: forwarded from this function's contract.
-                unsafe { u.push(entry, now) }
+                if let Err(e) = unsafe { u.push(staged.drain(..).chain([entry]), true) } {
+                    log::warn!("ringport: io_uring submit failed: {e}");
+                }
+                Ok(())
             }
             // SAFETY: forwarded from this function's contract.
             Driver::Epoll(e) => unsafe { e.start(op, token, now) },
+        }
+    }
+
+    /// Moves staged entries into the kernel's submission queue, entering the
+    /// kernel only if it is full.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Driver::start`]: the entries' operations stay put until reaped.
+    pub(crate) unsafe fn flush(&self, staged: &mut Vec<squeue::Entry>) {
+        if let Driver::Uring(u) = self {
+            // SAFETY: forwarded from this function's contract. Every entry
+            // is queued even if making room failed; the next enter goes on.
+            if let Err(e) = unsafe { u.push(staged.drain(..), false) } {
+                log::warn!("ringport: io_uring submit failed: {e}");
+            }
         }
     }
 

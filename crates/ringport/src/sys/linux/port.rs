@@ -1,6 +1,7 @@
 //! The Linux port: the user-space core (`waiters`) joined to a kernel driver.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,12 @@ struct Ops {
     /// Operations accepted so far (`Stats::started`), counted under the lock
     /// `start` holds anyway.
     started: u64,
+    /// io_uring entries of operations that threads running on the port
+    /// started since their last dequeue: the next dequeue (or `blocking`, an
+    /// exit, a poller about to sleep) moves them all into the submission
+    /// queue under one lock of the ring's. Under this lock, so a cancel finds
+    /// an entry either here or in the ring's queue.
+    staged: Vec<io_uring::squeue::Entry>,
     closed: bool,
 }
 
@@ -76,10 +83,12 @@ impl Ops {
         }
     }
 
-    fn get_mut(&mut self, token: u64) -> Option<&mut Op> {
+    /// The live operation named by `token`, with the staged entries borrowed
+    /// alongside.
+    fn with_staged(&mut self, token: u64) -> Option<(&mut Op, &mut Vec<io_uring::squeue::Entry>)> {
         let (index, gen) = split(token);
         match self.slab.get_mut(index) {
-            Some(op) if op.gen == gen => Some(op),
+            Some(op) if op.gen == gen => Some((op, &mut self.staged)),
             _ => None,
         }
     }
@@ -98,6 +107,9 @@ pub(crate) struct Port {
     driver: Driver,
     core: Core,
     ops: Mutex<Ops>,
+    /// `ops.staged` may be non-empty: a hint read without the lock, so a
+    /// dequeue with nothing staged takes no lock for it.
+    staged: AtomicBool,
     pool: Arc<BufPool>,
 }
 
@@ -120,8 +132,10 @@ impl Port {
                 slab: Slab::new(),
                 next_gen: 0,
                 started: 0,
+                staged: Vec::new(),
                 closed: false,
             }),
+            staged: AtomicBool::new(false),
             pool,
         })
     }
@@ -197,8 +211,9 @@ impl Port {
             Ok(fd) => fd,
             Err(e) => return Err(req.refuse(e)),
         };
-        let (t, op) = ops.insert(Op::new(req, user, handle.clone(), fd));
+        let (t, _) = ops.insert(Op::new(req, user, handle.clone(), fd));
         debug_assert_eq!(t, next);
+        let (op, staged) = ops.with_staged(t).expect("operation just inserted");
         self.core.op_started();
         // A thread between dequeues batches its submissions until its next
         // dequeue (or `blocking`, or its exit), which submits them in one
@@ -206,9 +221,13 @@ impl Port {
         // wake, as completions wake it.
         let now = !thread::is_running_on(self);
         // SAFETY: `op` is boxed in `self.ops` and stays there, unmoved, until
-        // `reap_into_queue` takes it back for this token (or `close` leaks it).
-        match unsafe { self.driver.start(op, t, now) } {
+        // `finish_reaped` takes it back for this token (or `close` leaks it);
+        // so are the operations of the staged entries.
+        match unsafe { self.driver.start(op, t, now, staged) } {
             Ok(()) => {
+                if !ops.staged.is_empty() {
+                    self.staged.store(true, Ordering::Relaxed);
+                }
                 ops.started += 1;
                 Ok(OpId::new(t))
             }
@@ -257,18 +276,24 @@ impl Port {
     /// Asks the driver to cancel each token; operations that never reached the
     /// kernel complete here, as cancelled.
     pub(crate) fn cancel_tokens(&self, tokens: &[u64]) {
+        let mut never_sent = Vec::new();
         let targets: Vec<(u64, Arc<Handle>)> = {
             let mut ops = lock(&self.ops);
             tokens
                 .iter()
                 .filter_map(|&t| {
-                    let op = ops.get_mut(t)?;
+                    let (op, staged) = ops.with_staged(t)?;
                     op.cancel_requested = true;
+                    // Still staged: it never reached the kernel.
+                    if let Some(i) = staged.iter().position(|e| e.get_user_data() == t) {
+                        staged.remove(i);
+                        never_sent.push((t, -libc::ECANCELED));
+                        return None;
+                    }
                     Some((t, op.handle.clone()))
                 })
                 .collect()
         };
-        let mut never_sent = Vec::new();
         for (t, handle) in &targets {
             match self.driver.cancel(*t, handle) {
                 Ok(true) => never_sent.push((*t, -libc::ECANCELED)),
@@ -286,13 +311,32 @@ impl Port {
         s.put_back();
     }
 
+    /// Enters the kernel with what is queued, staged entries first.
     pub(crate) fn submit(&self) -> io::Result<()> {
+        self.flush_staged();
         self.driver.submit()
+    }
+
+    /// Moves the entries threads staged into the kernel's queue.
+    fn flush_staged(&self) {
+        if !self.staged.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut ops = lock(&self.ops);
+        self.staged.store(false, Ordering::Relaxed);
+        // SAFETY: each staged entry's operation is boxed in `ops`, as for
+        // `start`.
+        unsafe { self.driver.flush(&mut ops.staged) };
     }
 
     /// Reaps what the kernel finished and queues it, handing it out to
     /// waiters; `me` is the calling thread if it is one of them.
     fn reap(&self, wait: Wait<'_>, me: Option<&Arc<Waiter>>) -> io::Result<()> {
+        if let Wait::For(..) = wait {
+            // A poller about to sleep takes what running threads staged, so
+            // that none waits for a dequeue of theirs that may be far off.
+            self.flush_staged();
+        }
         let mut s = Scratch::take();
         let r = self.driver.reap(wait, &mut s.raw, &mut s.filled);
         self.complete(&mut s, me);
@@ -362,7 +406,7 @@ impl Port {
         if !(res == -libc::ECANCELED || res == -libc::ENOBUFS) || ops.closed {
             return Err(res);
         }
-        let Some(op) = ops.get_mut(t) else {
+        let Some((op, staged)) = ops.with_staged(t) else {
             return Err(res);
         };
         let pooled = matches!(op.req, Request::RecvPooled { .. });
@@ -374,8 +418,8 @@ impl Port {
         }
         op.resubmits += 1;
         // SAFETY: `op` stays boxed in `self.ops` until its token is reaped, as
-        // for its first submission in `start`.
-        match unsafe { self.driver.start(op, t, true) } {
+        // for its first submission in `start`; so do the staged entries'.
+        match unsafe { self.driver.start(op, t, true, staged) } {
             Ok(()) => Ok(()),
             Err(e) => Err(-e.raw_os_error().unwrap_or(libc::ECANCELED)),
         }
@@ -745,6 +789,7 @@ mod tests {
             slab: Slab::new(),
             next_gen: 0,
             started: 0,
+            staged: Vec::new(),
             closed: false,
         }
     }
@@ -767,8 +812,8 @@ mod tests {
         assert_eq!(split(t1).0, split(t2).0, "the slot is reused");
         assert_ne!(t1, t2);
         assert!(ops.take(t1).is_none());
-        assert!(ops.get_mut(t1).is_none());
-        assert_eq!(ops.get_mut(t2).map(|o| o.user), Some(2));
+        assert!(ops.with_staged(t1).is_none());
+        assert_eq!(ops.with_staged(t2).map(|(o, _)| o.user), Some(2));
         assert_eq!(ops.tokens(), vec![t2]);
         assert_eq!(ops.take(t2).map(|o| o.user), Some(2));
         assert!(ops.take(t2).is_none(), "taken once");

@@ -241,25 +241,35 @@ impl Uring {
         entry.user_data(token)
     }
 
-    /// Queues an entry; enters the kernel at once if `now`.
+    /// Queues entries, in order, under one lock; enters the kernel at once if
+    /// `now`. Every entry is queued even when an error is returned (entering
+    /// the kernel failed): the next enter submits it.
     ///
     /// # Safety
     ///
-    /// Everything the entry points to must stay valid and unmoved until its
+    /// Everything each entry points to must stay valid and unmoved until its
     /// completion is reaped from this ring.
-    pub(crate) unsafe fn push(&self, entry: squeue::Entry, now: bool) -> io::Result<()> {
+    pub(crate) unsafe fn push(
+        &self,
+        entries: impl IntoIterator<Item = squeue::Entry>,
+        now: bool,
+    ) -> io::Result<()> {
         let mut sq = lock(&self.sq);
-        if sq.backlog.is_empty() {
-            // SAFETY: the submission queue is only touched under `self.sq`.
-            let mut q = unsafe { self.ring.submission_shared() };
-            // SAFETY: the caller guaranteed the entry's memory.
-            if unsafe { q.push(&entry) }.is_ok() {
-                drop(q);
-                return if now { self.submit_locked() } else { Ok(()) };
+        for entry in entries {
+            if sq.backlog.is_empty() {
+                // SAFETY: the submission queue is only touched under `self.sq`.
+                let mut q = unsafe { self.ring.submission_shared() };
+                // SAFETY: the caller guaranteed the entry's memory.
+                if unsafe { q.push(&entry) }.is_ok() {
+                    continue;
+                }
             }
+            // Behind older entries, or the queue is full: through the backlog.
+            sq.backlog.push_back(entry);
         }
-        // Behind older entries, or the queue is full: through the backlog.
-        sq.backlog.push_back(entry);
+        if sq.backlog.is_empty() {
+            return if now { self.submit_locked() } else { Ok(()) };
+        }
         self.refill(&mut sq, now)
     }
 
