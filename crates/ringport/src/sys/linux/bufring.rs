@@ -5,18 +5,20 @@
 //! Every ring entry points into a `Vec<u8>` kept in `slots[bid]`. When a
 //! completion names buffer `bid`, the kernel has consumed that entry and will
 //! not touch the memory again: [`BufRing::take`] moves the `Vec` out to the
-//! caller and publishes a fresh buffer under the same id at the tail.
+//! caller and publishes a fresh buffer under the same id at the tail. Only the
+//! thread that reaps the ring's completions takes, so the slots need no lock
+//! of their own: the completion queue's lock orders every take.
 
 use std::alloc::{self, Layout};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cell::UnsafeCell;
+use std::sync::Arc;
 
 use io_uring::types::BufRingEntry;
 use io_uring::Submitter;
 
-use super::waiters::lock;
 use crate::pool::BufPool;
 
 /// The buffer group id of the port's one ring.
@@ -38,13 +40,16 @@ pub(crate) struct BufRing {
     entries: u16,
     size: u32,
     pool: Arc<BufPool>,
-    slots: Mutex<Slots>,
+    /// Written by `new`, before the ring is shared, then only by `take`,
+    /// whose callers hold the completion queue's lock.
+    slots: UnsafeCell<Slots>,
 }
 
-// SAFETY: `base` points to memory owned by this ring; every write to it is made
-// under `slots`, and the kernel's reads are ordered by the atomic tail store.
+// SAFETY: `base` points to memory owned by this ring; every write to it and to
+// `slots` is made by `new` or by `take` under the completion queue's lock (see
+// `take`), and the kernel's reads are ordered by the atomic tail store.
 unsafe impl Send for BufRing {}
-// SAFETY: as above: shared access goes through the `slots` mutex.
+// SAFETY: as above: shared writes are serialized by the caller of `take`.
 unsafe impl Sync for BufRing {}
 
 impl BufRing {
@@ -67,7 +72,7 @@ impl BufRing {
             entries,
             size,
             pool,
-            slots: Mutex::new(Slots {
+            slots: UnsafeCell::new(Slots {
                 tail: 0,
                 slots: (0..entries).map(|_| None).collect(),
             }),
@@ -77,9 +82,10 @@ impl BufRing {
         // SAFETY: page aligned, zeroed, `entries` entries long, outlives use.
         unsafe { submitter.register_buf_ring_with_flags(base.as_ptr() as u64, entries, GROUP, 0)? };
         {
-            let mut s = lock(&ring.slots);
+            // SAFETY: the ring is not shared yet: nothing else can reach `slots`.
+            let s = unsafe { &mut *ring.slots.get() };
             for bid in 0..entries {
-                ring.publish(&mut s, bid, ring.pool.take());
+                ring.publish(s, bid, ring.pool.take());
             }
             ring.store_tail(s.tail);
         }
@@ -95,20 +101,27 @@ impl BufRing {
     /// count says how much it wrote; the port sets the length from it), and
     /// publishes a fresh one from the pool in its place. The kernel consumed
     /// the entry, so it will not write into the buffer again.
-    pub(crate) fn take(&self, bid: u16) -> Vec<u8> {
-        let mut s = lock(&self.slots);
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock of the completion queue this ring's
+    /// completions come from, so no two takes run at once.
+    pub(crate) unsafe fn take(&self, bid: u16) -> Vec<u8> {
+        // SAFETY: takes are serialized (this function's contract) and `new`
+        // finished before the ring was shared.
+        let s = unsafe { &mut *self.slots.get() };
         let buf = s.slots[usize::from(bid)]
             .take()
             .expect("the kernel names only published buffers");
-        self.publish(&mut s, bid, self.pool.take());
+        self.publish(s, bid, self.pool.take());
         self.store_tail(s.tail);
         buf
     }
 
-    /// Buffers held by the ring (all of them; one is replaced as soon as it is
-    /// taken).
+    /// Buffers held by the ring: all of them, as each one taken is replaced
+    /// at once.
     pub(crate) fn held(&self) -> usize {
-        lock(&self.slots).slots.iter().flatten().count()
+        usize::from(self.entries)
     }
 
     /// Writes the entry for `buf` under `bid` at the local tail.

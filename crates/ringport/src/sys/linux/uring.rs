@@ -446,6 +446,7 @@ impl Uring {
         }
     }
 
+    /// Files one completion; called only by `drain`, under `self.cq`.
     fn sort(&self, cqe: &cqueue::Entry, out: &mut Vec<(u64, i32)>, filled: &mut Filled) {
         match cqe.user_data() {
             WAKE => self.wake_pending.store(false, Ordering::Release),
@@ -454,7 +455,9 @@ impl Uring {
                 if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                     let ring = self.bufs.get().and_then(Option::as_ref);
                     let ring = ring.expect("a buffer is selected only from the port's ring");
-                    filled.push((token, ring.take(bid)));
+                    // SAFETY: `sort` runs under `self.cq` (see `drain`), the
+                    // lock of the queue this ring's completions come from.
+                    filled.push((token, unsafe { ring.take(bid) }));
                 }
                 out.push((token, cqe.result()));
             }
