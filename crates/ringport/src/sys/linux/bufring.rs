@@ -10,10 +10,10 @@
 //! of their own: the completion queue's lock orders every take.
 
 use std::alloc::{self, Layout};
+use std::cell::UnsafeCell;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::cell::UnsafeCell;
 use std::sync::Arc;
 
 use io_uring::types::BufRingEntry;

@@ -1,8 +1,10 @@
 //! Associated descriptors: deferred close (R11) and one port per open file (R2).
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::epoll::Source;
@@ -150,13 +152,10 @@ fn unregister(id: FileId, raw: RawFd) {
     }
 }
 
-/// The descriptor and what is in flight on it.
+/// The descriptor, until it is closed.
 #[derive(Debug)]
 struct HandleState {
     fd: Option<OwnedFd>,
-    closing: bool,
-    /// Tokens of the operations in flight.
-    inflight: Tokens,
 }
 
 /// An associated descriptor.
@@ -168,9 +167,20 @@ pub(crate) struct Handle {
     file_id: FileId,
     port: Weak<Port>,
     state: Mutex<HandleState>,
+    /// Set once by `close`, before it looks at what is in flight.
+    closing: AtomicBool,
+    /// Tokens of the operations in flight. Touched only under the port's
+    /// operations lock (through `Ops::inflight`), which `start` and the reaper
+    /// hold anyway, so starting and finishing an operation take no lock of
+    /// the handle's.
+    inflight: UnsafeCell<Tokens>,
     /// The epoll registration of a socket on an epoll port.
     readiness: OnceLock<Arc<Source>>,
 }
+
+// SAFETY: `inflight` is only reached through `inflight_unchecked`, whose
+// callers hold the port's operations lock; every other field is Sync.
+unsafe impl Sync for Handle {}
 
 impl Handle {
     /// Registers `owned` (R2) as a handle of `port`.
@@ -182,11 +192,9 @@ impl Handle {
             raw: owned.fd.as_raw_fd(),
             file_id,
             port,
-            state: Mutex::new(HandleState {
-                fd: Some(owned.fd),
-                closing: false,
-                inflight: Tokens::default(),
-            }),
+            state: Mutex::new(HandleState { fd: Some(owned.fd) }),
+            closing: AtomicBool::new(false),
+            inflight: UnsafeCell::new(Tokens::default()),
             readiness: OnceLock::new(),
         })
     }
@@ -221,64 +229,80 @@ impl Handle {
         std::ptr::eq(self.port.as_ptr(), port)
     }
 
-    /// Records an operation about to start; returns the descriptor number, or
-    /// an error if the handle is closed. The number stays valid until
+    /// The tokens in flight.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the operations lock of this handle's port, and keeps
+    /// no other reference from this function while it uses this one.
+    #[allow(clippy::mut_from_ref)] // exclusive by the port's lock, see above
+    pub(crate) unsafe fn inflight_unchecked(&self) -> &mut Tokens {
+        // SAFETY: exclusive by this function's contract.
+        unsafe { &mut *self.inflight.get() }
+    }
+
+    /// Records an operation about to start in `inflight` (this handle's,
+    /// under the port's lock); returns the descriptor number, or an error if
+    /// the handle is closed. The number stays valid until
     /// [`op_done`](Self::op_done) for this token.
-    pub(crate) fn op_begin(&self, token: u64) -> io::Result<RawFd> {
-        let mut st = lock(&self.state);
-        if st.closing || st.fd.is_none() {
+    pub(crate) fn op_begin(&self, token: u64, inflight: &mut Tokens) -> io::Result<RawFd> {
+        // `close` sets the flag before it takes the port's lock to read the
+        // tokens: an operation recorded after that read sees it.
+        if self.closing.load(Ordering::Acquire) {
             return Err(closed_error());
         }
-        st.inflight.push(token);
+        inflight.push(token);
         Ok(self.raw)
     }
 
-    /// The kernel is done with operation `token`; closes the descriptor if the
-    /// handle was closed and this was the last one.
-    pub(crate) fn op_done(&self, token: u64) {
-        let fd = {
-            let mut st = lock(&self.state);
-            st.inflight.remove(token);
-            if st.closing && st.inflight.is_empty() {
-                st.fd.take()
-            } else {
-                None
-            }
-        };
-        self.release_fd(fd);
-    }
-
-    /// Tokens in flight on this handle.
-    pub(crate) fn inflight(&self) -> Vec<u64> {
-        lock(&self.state).inflight.to_vec()
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        lock(&self.state).closing
-    }
-
-    pub(crate) fn close(&self) {
-        let (fd, tokens) = {
-            let mut st = lock(&self.state);
-            if st.closing {
-                return;
-            }
-            st.closing = true;
-            if st.inflight.is_empty() {
-                (st.fd.take(), Vec::new())
-            } else {
-                (None, st.inflight.to_vec())
-            }
-        };
-        self.release_fd(fd);
-        if !tokens.is_empty() {
-            if let Some(port) = self.port.upgrade() {
-                port.cancel_tokens(&tokens);
-            }
+    /// The kernel is done with operation `token` (`inflight` as for
+    /// `op_begin`). Returns the descriptor if the handle was closed and this
+    /// was the last operation: the caller closes it with
+    /// [`release_fd`](Self::release_fd), after the port's lock.
+    pub(crate) fn op_done(&self, token: u64, inflight: &mut Tokens) -> Option<OwnedFd> {
+        inflight.remove(token);
+        if self.closing.load(Ordering::Acquire) && inflight.is_empty() {
+            lock(&self.state).fd.take()
+        } else {
+            None
         }
     }
 
-    fn release_fd(&self, fd: Option<OwnedFd>) {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn close(&self) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(port) = self.port.upgrade() else {
+            // No port, so nothing in flight: close now.
+            let fd = lock(&self.state).fd.take();
+            self.release_fd(fd);
+            return;
+        };
+        let (fd, tokens) = port.closing(self);
+        self.release_fd(fd);
+        if !tokens.is_empty() {
+            port.cancel_tokens(&tokens);
+        }
+    }
+
+    /// Under the port's lock (`inflight` as for `op_begin`), once `close` set
+    /// the flag: the descriptor if nothing is in flight, else the tokens to
+    /// cancel (the last one's completion closes it).
+    pub(crate) fn closing(&self, inflight: &Tokens) -> (Option<OwnedFd>, Vec<u64>) {
+        if inflight.is_empty() {
+            (lock(&self.state).fd.take(), Vec::new())
+        } else {
+            (None, inflight.to_vec())
+        }
+    }
+
+    /// Closes the descriptor [`op_done`](Self::op_done) or
+    /// [`closing`](Self::closing) handed back, if any.
+    pub(crate) fn release_fd(&self, fd: Option<OwnedFd>) {
         if let Some(fd) = fd {
             // Unregister first: once closed, the number may be reused at once.
             if let (Some(src), Some(port)) = (self.readiness.get(), self.port.upgrade()) {
@@ -295,7 +319,7 @@ impl Handle {
     ) -> io::Result<R> {
         let st = lock(&self.state);
         match &st.fd {
-            Some(fd) if !st.closing => f(socket2::SockRef::from(fd)),
+            Some(fd) if !self.is_closed() => f(socket2::SockRef::from(fd)),
             _ => Err(closed_error()),
         }
     }
@@ -316,14 +340,14 @@ pub(crate) fn closed_error() -> io::Error {
 /// two (a receive and a send), kept inline so an idle connection costs no
 /// allocation for them.
 #[derive(Debug, Default)]
-struct Tokens {
+pub(crate) struct Tokens {
     inline: [u64; 2],
     len: usize,
     more: Vec<u64>,
 }
 
 impl Tokens {
-    fn push(&mut self, token: u64) {
+    pub(crate) fn push(&mut self, token: u64) {
         if self.len < self.inline.len() {
             self.inline[self.len] = token;
             self.len += 1;
@@ -333,7 +357,7 @@ impl Tokens {
     }
 
     /// Removes `token`; false if it was not there.
-    fn remove(&mut self, token: u64) -> bool {
+    pub(crate) fn remove(&mut self, token: u64) -> bool {
         if let Some(i) = self.more.iter().position(|&t| t == token) {
             self.more.swap_remove(i);
             return true;
@@ -351,11 +375,11 @@ impl Tokens {
         true
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    fn to_vec(&self) -> Vec<u64> {
+    pub(crate) fn to_vec(&self) -> Vec<u64> {
         let mut v = self.inline[..self.len].to_vec();
         v.extend_from_slice(&self.more);
         v

@@ -1,6 +1,7 @@
 //! The Linux port: the user-space core (`waiters`) joined to a kernel driver.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use slab::Slab;
 use super::backend::choose;
 use super::driver::{Driver, Wait};
 use super::epoll::Source;
-use super::handle::{Handle, Owned};
+use super::handle::{Handle, Owned, Tokens};
 use super::op::{Entry, Op};
 use super::thread;
 use super::uring::Filled;
@@ -91,6 +92,14 @@ impl Ops {
             Some(op) if op.gen == gen => Some((op, &mut self.staged)),
             _ => None,
         }
+    }
+
+    /// The tokens in flight on `h`, which must be a handle of this port.
+    fn inflight<'a>(&'a mut self, h: &'a Handle) -> &'a mut Tokens {
+        // SAFETY: a handle's tokens are only reached here, under its port's
+        // operations lock, which `&mut self` (inside the guard) proves held;
+        // the returned borrow keeps `self` borrowed, so no second one exists.
+        unsafe { h.inflight_unchecked() }
     }
 
     fn tokens(&self) -> Vec<u64> {
@@ -207,7 +216,7 @@ impl Port {
         }
         // Reserve the token first so the handle can record it.
         let next = token(ops.slab.vacant_key(), (ops.next_gen + 1) & GEN_MASK);
-        let fd = match handle.op_begin(next) {
+        let fd = match handle.op_begin(next, ops.inflight(handle)) {
             Ok(fd) => fd,
             Err(e) => return Err(req.refuse(e)),
         };
@@ -233,9 +242,10 @@ impl Port {
             }
             Err(e) => {
                 let op = ops.take(t).expect("operation just inserted");
+                let fd = op.handle.op_done(t, ops.inflight(&op.handle));
                 drop(ops);
                 self.core.ops_done(1);
-                op.handle.op_done(t);
+                op.handle.release_fd(fd);
                 Err(op.req.refuse(e))
             }
         }
@@ -259,7 +269,7 @@ impl Port {
                 "handle is associated with another port",
             ));
         }
-        let mut tokens = handle.inflight();
+        let mut tokens = lock(&self.ops).inflight(handle).to_vec();
         if let Some(t) = op.map(OpId::raw) {
             tokens.retain(|&x| x == t);
         }
@@ -271,6 +281,13 @@ impl Port {
         }
         self.cancel_tokens(&tokens);
         Ok(())
+    }
+
+    /// `Handle::close` of a handle of this port, after it set its flag: the
+    /// descriptor if nothing is in flight, else the tokens to cancel.
+    pub(crate) fn closing(&self, handle: &Handle) -> (Option<OwnedFd>, Vec<u64>) {
+        let mut ops = lock(&self.ops);
+        handle.closing(ops.inflight(handle))
     }
 
     /// Asks the driver to cancel each token; operations that never reached the
@@ -365,6 +382,8 @@ impl Port {
         if s.raw.is_empty() {
             return;
         }
+        // Descriptors whose last operation this was, closed after the lock.
+        let mut last = Vec::new();
         {
             let mut ops = lock(&self.ops);
             for (t, res) in s.raw.drain(..) {
@@ -373,6 +392,9 @@ impl Port {
                     Err(res) => res,
                 };
                 let Some(mut op) = ops.take(t) else { continue };
+                if let Some(fd) = op.handle.op_done(t, ops.inflight(&op.handle)) {
+                    last.push((op.handle.clone(), fd));
+                }
                 if let Some(i) = s.filled.iter().position(|(ft, _)| *ft == t) {
                     op.fill(s.filled.swap_remove(i).1, &self.pool);
                 }
@@ -382,14 +404,11 @@ impl Port {
         for (_, buf) in s.filled.drain(..) {
             self.pool.give(buf);
         }
-        if s.done.is_empty() {
-            return;
+        if !s.done.is_empty() {
+            self.core.ops_done(s.done.len());
         }
-        self.core.ops_done(s.done.len());
-        for e in &s.done {
-            if let Entry::Done(op, t, _) = e {
-                op.handle.op_done(*t);
-            }
+        for (handle, fd) in last {
+            handle.release_fd(Some(fd));
         }
     }
 
