@@ -44,6 +44,9 @@ const SHUTDOWN: u64 = u64::MAX;
 /// Posted packet: housekeeping (accept back-off, idle scan).
 const TICK: u64 = u64::MAX - 1;
 const TICK_EVERY: Duration = Duration::from_millis(50);
+/// Completions a worker takes per dequeue (`GetQueuedCompletionStatusEx`'s
+/// count).
+const BATCH: usize = 256;
 
 /// How the server runs; `Default` gives the `serve` defaults.
 #[derive(Clone, Debug)]
@@ -328,11 +331,11 @@ impl Shared {
     }
 
     fn worker(&self) {
-        let mut batch = Vec::with_capacity(64);
+        let mut batch = Vec::with_capacity(BATCH);
         let mut exit = false;
         while !exit {
             batch.clear();
-            if self.port.get_many(&mut batch, 64, None).is_err() {
+            if self.port.get_many(&mut batch, BATCH, None).is_err() {
                 break; // the port was closed under us
             }
             for c in batch.drain(..) {
