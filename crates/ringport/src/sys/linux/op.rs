@@ -79,8 +79,80 @@ impl Entry {
                 user,
             }),
             Entry::PostedLarge(p) => Completion::posted(*p),
-            Entry::Done(op, token, res) => op.finish(token, res),
+            Entry::Done(op, token, res) => spare::unbox(op).finish(token, res),
         }
+    }
+}
+
+/// Allocations of finished operations, kept by each thread for the next
+/// operations it starts. A worker dequeues a batch (every operation in it is
+/// made into its completion, so freed) and then starts as many: glibc's
+/// per-thread cache holds only 7 blocks of a size, so without this most of
+/// those frees and allocations went to its arenas, with their locks.
+mod spare {
+    use std::alloc::Layout;
+    use std::cell::RefCell;
+
+    use super::Op;
+
+    /// Allocations kept per thread, at most.
+    const MAX: usize = 256;
+
+    /// Each pointer is an allocation of `Layout::new::<Op>()` from the global
+    /// allocator (a `Box<Op>`'s) that holds no value.
+    struct Spare(Vec<*mut Op>);
+
+    impl Drop for Spare {
+        fn drop(&mut self) {
+            for p in self.0.drain(..) {
+                // SAFETY: allocated by `Box::new` with this layout, empty (see
+                // `Spare`), and owned by this list only.
+                unsafe { std::alloc::dealloc(p.cast(), Layout::new::<Op>()) };
+            }
+        }
+    }
+
+    thread_local! {
+        static SPARE: RefCell<Spare> = const { RefCell::new(Spare(Vec::new())) };
+    }
+
+    /// Boxes `op`, in a kept allocation if this thread has one.
+    pub(super) fn boxed(op: Op) -> Box<Op> {
+        let kept = SPARE.try_with(|s| s.borrow_mut().0.pop()).ok().flatten();
+        match kept {
+            // SAFETY: `p` is an allocation for one `Op` holding no value
+            // (see `Spare`): writing one in makes it a valid `Box<Op>`'s.
+            Some(p) => unsafe {
+                p.write(op);
+                Box::from_raw(p)
+            },
+            None => Box::new(op),
+        }
+    }
+
+    /// Moves the operation out of its box and keeps the allocation (or frees
+    /// it when this thread keeps enough).
+    pub(super) fn unbox(op: Box<Op>) -> Op {
+        let p = Box::into_raw(op);
+        // SAFETY: `p` comes from a live `Box<Op>`; its value is read out once
+        // and the allocation is from then on treated as empty.
+        let op = unsafe { p.read() };
+        let kept = SPARE
+            .try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.0.len() < MAX {
+                    s.0.push(p);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+        if !kept {
+            // SAFETY: as in `Spare::drop`: a `Box<Op>`'s allocation, empty.
+            unsafe { std::alloc::dealloc(p.cast(), Layout::new::<Op>()) };
+        }
+        op
     }
 }
 
@@ -120,7 +192,7 @@ impl Addr {
 
 impl Op {
     pub(crate) fn new(req: Request, user: u64, handle: Arc<SysHandle>, fd: i32) -> Box<Op> {
-        Box::new(Op {
+        spare::boxed(Op {
             addr: Addr::of(&req),
             req,
             user,
