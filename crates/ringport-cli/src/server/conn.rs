@@ -178,7 +178,7 @@ impl Conn {
         }
         self.touch(s);
         self.buffered -= n.min(self.buffered);
-        Counters::add(&s.counters.bytes_echoed, n as u64);
+        s.counters.echoed(n as u64);
         if n < buf.len() {
             buf.drain(..n);
             return (!self.send(s, buf)).then_some(Why::Error);

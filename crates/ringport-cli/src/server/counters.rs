@@ -1,8 +1,31 @@
 //! The server's counters: what the hostile-client tests assert on, printed as
 //! `key=value` lines on shutdown and as one line every `--stats-interval`.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The counters bumped for every operation, kept by each thread in plain
+/// integers and added to the shared ones in one go ([`Counters::flush`]): a
+/// worker flushes after each batch and when it exits, so the shared totals lag
+/// by at most a batch and are exact once the workers are gone. A locked add per
+/// operation was about 8% of the server's user time (perf, 50 x 64 B).
+#[derive(Clone, Copy, Default)]
+struct Tally {
+    submitted: u64,
+    completed: u64,
+    echoed: u64,
+}
+
+thread_local! {
+    static TALLY: Cell<Tally> = const {
+        Cell::new(Tally {
+            submitted: 0,
+            completed: 0,
+            echoed: 0,
+        })
+    };
+}
 
 /// Live counters, shared by every worker.
 #[derive(Debug, Default)]
@@ -34,6 +57,50 @@ impl Counters {
 
     pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
+    }
+
+    /// Adds to this thread's tally; straight to `shared` if the thread is
+    /// past its thread-locals (exiting).
+    fn tally(shared: &AtomicU64, n: u64, f: impl FnOnce(&mut Tally)) {
+        let counted = TALLY.try_with(|t| {
+            let mut v = t.get();
+            f(&mut v);
+            t.set(v);
+        });
+        if counted.is_err() {
+            Self::add(shared, n);
+        }
+    }
+
+    /// An operation the port accepted (`ops_submitted`), tallied.
+    pub(crate) fn submitted(&self) {
+        Self::tally(&self.ops_submitted, 1, |t| t.submitted += 1);
+    }
+
+    /// A completion dequeued (`ops_completed`), tallied.
+    pub(crate) fn completed(&self) {
+        Self::tally(&self.ops_completed, 1, |t| t.completed += 1);
+    }
+
+    /// Bytes sent back (`bytes_echoed`), tallied.
+    pub(crate) fn echoed(&self, n: u64) {
+        Self::tally(&self.bytes_echoed, n, |t| t.echoed += n);
+    }
+
+    /// Adds this thread's tally to the shared counters and clears it.
+    pub(crate) fn flush(&self) {
+        let Ok(t) = TALLY.try_with(Cell::take) else {
+            return;
+        };
+        for (c, n) in [
+            (&self.ops_submitted, t.submitted),
+            (&self.ops_completed, t.completed),
+            (&self.bytes_echoed, t.echoed),
+        ] {
+            if n > 0 {
+                Self::add(c, n);
+            }
+        }
     }
 
     /// A consistent-enough copy of every counter.

@@ -212,6 +212,7 @@ impl Server {
             cfg,
         });
         shared.acceptor.top_up(&shared);
+        shared.counters.flush();
         let workers = (0..shared.cfg.threads)
             .map(|i| {
                 let s = shared.clone();
@@ -308,9 +309,12 @@ impl Server {
 }
 
 impl Shared {
-    fn in_flight(&self) -> u64 {
-        let c = self.counters.snapshot();
-        c.ops_submitted.saturating_sub(c.ops_completed)
+    /// Operations the port has not handed back yet. (Not the counters: those
+    /// lag by a worker's batch.) What it handed back is either queued, ahead
+    /// of the shutdown packets, or in a worker's batch, done before that
+    /// worker dequeues again.
+    fn in_flight(&self) -> usize {
+        self.port.stats().in_flight
     }
 
     /// Closes the connection in `slot`, emptying the slot if nothing of it is
@@ -325,7 +329,7 @@ impl Shared {
     /// Counts an operation that was accepted by the port.
     fn started<E>(&self, r: &std::result::Result<ringport::OpId, E>) -> bool {
         if r.is_ok() {
-            Counters::inc(&self.counters.ops_submitted);
+            self.counters.submitted();
         }
         r.is_ok()
     }
@@ -353,8 +357,10 @@ impl Shared {
                     self.dispatch(c);
                 }
             }
+            self.counters.flush();
         }
         let _ = self.port.submit();
+        self.counters.flush();
         Counters::inc(&self.counters.workers_exited);
     }
 
@@ -365,7 +371,7 @@ impl Shared {
             }
             return;
         }
-        Counters::inc(&self.counters.ops_completed);
+        self.counters.completed();
         if c.is_aborted() {
             Counters::inc(&self.counters.ops_cancelled);
         }
