@@ -10,14 +10,26 @@ use std::time::Duration;
 ///
 /// The process is gone, `/proc` is not mounted, or the file is malformed.
 pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    cpu_times(pid).map(|(user, system)| user + system)
+}
+
+/// User and system CPU time consumed so far by every thread of `pid`, apart:
+/// the user part is the server's own work, the system part mostly the
+/// kernel's TCP work, alike for every server.
+///
+/// # Errors
+///
+/// As for [`cpu_time`].
+pub fn cpu_times(pid: u32) -> io::Result<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let ticks = parse_stat_ticks(&stat).ok_or_else(|| {
+    let (user, system) = parse_stat_user_system(&stat).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("cannot parse /proc/{pid}/stat"),
         )
     })?;
-    Ok(ticks_to_duration(ticks, clock_ticks_per_second()))
+    let hz = clock_ticks_per_second();
+    Ok((ticks_to_duration(user, hz), ticks_to_duration(system, hz)))
 }
 
 /// Resident memory of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
@@ -67,12 +79,17 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// The command name (field 2) is in parentheses and may hold spaces, so the
 /// fields are counted from the last `)`.
 pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    parse_stat_user_system(stat).map(|(user, system)| user + system)
+}
+
+/// `(utime, stime)` in clock ticks from the text of a `/proc/<pid>/stat`.
+pub fn parse_stat_user_system(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     // After ")": field 3 (state) is index 0, so utime (14) is 11, stime (15) 12.
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 fn ticks_to_duration(ticks: u64, hz: u64) -> Duration {
@@ -98,6 +115,7 @@ mod tests {
     fn parses_names_with_spaces_and_parens() {
         let s = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0";
         assert_eq!(parse_stat_ticks(s), Some(300));
+        assert_eq!(parse_stat_user_system(s), Some((250, 50)));
         assert_eq!(parse_stat_ticks("garbage"), None);
         assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
     }

@@ -48,6 +48,8 @@ pub struct Sample {
     pub p99_us: f64,
     /// Server CPU (user + system) per echoed message, in microseconds.
     pub cpu_us_per_msg: f64,
+    /// The user part of it: the server's own work, without the kernel's.
+    pub user_us_per_msg: f64,
     /// Server CPU time over wall time in the window (1.0 = one core busy).
     pub cpu_util: f64,
     /// `io_uring_enter` calls by the server per echoed message (`--syscalls`).
@@ -89,7 +91,7 @@ fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Resul
         .map_err(|e| format!("cannot start {}: {e}", client.display()))?;
     // The client measures from the end of its warm-up; so does this window.
     thread::sleep(load.warmup);
-    let cpu0 = proc::cpu_time(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
+    let cpu0 = proc::cpu_times(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
     let t0 = Instant::now();
     let counts = if load.syscalls {
         Some(count_syscalls(srv.pid(), load.duration)?)
@@ -97,7 +99,7 @@ fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Resul
         thread::sleep(load.duration);
         None
     };
-    let cpu1 = proc::cpu_time(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
+    let cpu1 = proc::cpu_times(srv.pid()).map_err(|e| format!("server CPU time: {e}"))?;
     let window = t0.elapsed();
     let out = wait_for_client(child, CLIENT_GRACE)?;
     let json = String::from_utf8_lossy(&out.stdout);
@@ -112,12 +114,11 @@ fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Resul
     }
     let mut s = parse_client(&json)?;
     let msgs = s.msgs_per_sec * window.as_secs_f64();
-    let cpu = (cpu1 - cpu0).as_secs_f64();
-    s.cpu_us_per_msg = if msgs > 0.0 {
-        cpu * 1e6 / msgs
-    } else {
-        f64::NAN
-    };
+    let user = (cpu1.0 - cpu0.0).as_secs_f64();
+    let cpu = user + (cpu1.1 - cpu0.1).as_secs_f64();
+    let per_msg = |t: f64| if msgs > 0.0 { t * 1e6 / msgs } else { f64::NAN };
+    s.cpu_us_per_msg = per_msg(cpu);
+    s.user_us_per_msg = per_msg(user);
     s.cpu_util = cpu / window.as_secs_f64();
     if let (Some((enters, all)), true) = (counts, msgs > 0.0) {
         s.uring_enters_per_msg = Some(enters as f64 / msgs);

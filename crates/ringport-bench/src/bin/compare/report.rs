@@ -27,6 +27,7 @@ impl Row {
             p50_us: m(|s| s.p50_us)?,
             p99_us: m(|s| s.p99_us)?,
             cpu_us_per_msg: m(|s| s.cpu_us_per_msg)?,
+            user_us_per_msg: m(|s| s.user_us_per_msg)?,
             cpu_util: m(|s| s.cpu_util)?,
             uring_enters_per_msg: self.optional(|s| s.uring_enters_per_msg),
             syscalls_per_msg: self.optional(|s| s.syscalls_per_msg),
@@ -81,8 +82,8 @@ fn fmt_ratio(r: Option<f64>) -> String {
 /// gain from one to two server threads.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::new();
-    s.push_str("| load | server threads | server | msgs/s | MB/s | p50 µs | p99 µs | server CPU µs/msg | server CPU | msgs/s vs tokio | CPU/msg vs tokio | p99 vs tokio | msgs/s vs ceiling | MB/s vs ceiling | CPU/msg vs ceiling |\n");
-    s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| load | server threads | server | msgs/s | MB/s | p50 µs | p99 µs | server CPU µs/msg | of which user | server CPU | msgs/s vs tokio | CPU/msg vs tokio | p99 vs tokio | msgs/s vs ceiling | MB/s vs ceiling | CPU/msg vs ceiling |\n");
+    s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in rows {
         let Some(m) = row.median() else {
             let why = row
@@ -90,7 +91,7 @@ pub fn markdown(rows: &[Row]) -> String {
                 .first()
                 .map_or("no successful run", String::as_str);
             s.push_str(&format!(
-                "| {} | {} | {} | not measured: {} |||||||||||||\n",
+                "| {} | {} | {} | not measured: {} ||||||||||||||\n",
                 row.scenario.label(),
                 row.threads,
                 row.server,
@@ -100,7 +101,7 @@ pub fn markdown(rows: &[Row]) -> String {
         };
         let vs = |p: &str, f: Metric| fmt_ratio(peer_ratio(rows, row, p, f));
         s.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0}% | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0}% | {} | {} | {} | {} | {} | {} |\n",
             row.scenario.label(),
             row.threads,
             row.server,
@@ -109,6 +110,7 @@ pub fn markdown(rows: &[Row]) -> String {
             m.p50_us,
             m.p99_us,
             m.cpu_us_per_msg,
+            m.user_us_per_msg,
             m.cpu_util * 100.0,
             vs("tokio", |x| x.msgs_per_sec),
             vs("tokio", |x| x.cpu_us_per_msg),
@@ -122,7 +124,7 @@ pub fn markdown(rows: &[Row]) -> String {
         "\nMedians of the runs. Ratios: each server over its peer measured back to back \
          in the same run, median of those per-run ratios (msgs/s, MB/s: higher is better; \
          CPU/msg, p99: lower is better). Server CPU = utime + stime from /proc over the \
-         measured window; 100% = one core.\n",
+         measured window (\"of which user\": utime alone, the server's own work); 100% = one core.\n",
     );
     s.push_str(&scaling(rows));
     s.push_str(&syscalls(rows));
@@ -196,6 +198,7 @@ pub fn to_json(rows: &[Row], meta: serde_json::Value) -> serde_json::Value {
             "msgs_per_sec": s.msgs_per_sec, "mb_per_sec": s.mb_per_sec,
             "p50_us": s.p50_us, "p99_us": s.p99_us,
             "server_cpu_us_per_msg": s.cpu_us_per_msg, "server_cpu_util": s.cpu_util,
+            "server_user_us_per_msg": s.user_us_per_msg,
             "io_uring_enter_per_msg": s.uring_enters_per_msg,
             "syscalls_per_msg": s.syscalls_per_msg,
         })
