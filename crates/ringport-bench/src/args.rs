@@ -88,7 +88,17 @@ impl Args {
 /// `127.0.0.1:0`) and `--threads` (default the number of CPUs, at least 1).
 /// `--help` is reported as the error `"help"` (see [`main_with`]).
 pub fn server_args() -> Result<(std::net::SocketAddr, usize), String> {
-    let args = Args::parse(std::env::args().skip(1), &["addr", "threads"], &[]).map_err(|e| e.0)?;
+    server_args_with(&[]).map(|(addr, threads, _)| (addr, threads))
+}
+
+/// [`server_args`] that also accepts the given switches, returned as parsed.
+///
+/// # Errors
+///
+/// As for [`server_args`].
+pub fn server_args_with(switches: &[&str]) -> Result<(std::net::SocketAddr, usize, Args), String> {
+    let args =
+        Args::parse(std::env::args().skip(1), &["addr", "threads"], switches).map_err(|e| e.0)?;
     let addr = args
         .str("addr")
         .unwrap_or("127.0.0.1:0")
@@ -97,7 +107,7 @@ pub fn server_args() -> Result<(std::net::SocketAddr, usize), String> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     match args.get("threads", cpus).map_err(|e| e.0)? {
         0 => Err("--threads must be at least 1".into()),
-        n => Ok((addr, n)),
+        n => Ok((addr, n, args)),
     }
 }
 

@@ -34,7 +34,8 @@ pub struct Running {
 
 impl ServerKind {
     /// The servers this crate knows by name, with their binaries in `dir`:
-    /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `tokio`, `mio`, `ceiling`.
+    /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `tokio`, `mio`, `ceiling`,
+    /// and `ceiling-coop` (the ceiling with ringport's ring setup flags).
     pub fn by_name(name: &str, dir: &Path) -> Option<ServerKind> {
         let serve = |backend: &str| vec!["serve".to_string(), "--backend".into(), backend.into()];
         let (name, program, args): (&'static str, &str, Vec<String>) = match name {
@@ -45,6 +46,7 @@ impl ServerKind {
             "tokio" => ("tokio", "tokio_echo", Vec::new()),
             "mio" => ("mio", "mio_echo", Vec::new()),
             "ceiling" => ("ceiling", "uring_echo", Vec::new()),
+            "ceiling-coop" => ("ceiling-coop", "uring_echo", vec!["--coop".into()]),
             _ => return None,
         };
         Some(ServerKind {

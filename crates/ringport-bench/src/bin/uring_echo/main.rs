@@ -26,13 +26,15 @@ mod worker;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: uring_echo [--addr 127.0.0.1:0] [--threads N (CPUs)]";
+const USAGE: &str = "usage: uring_echo [--addr 127.0.0.1:0] [--threads N (CPUs)] [--coop]\n\
+    --coop: set the rings up with COOP_TASKRUN, as ringport's shared ring is,\n\
+    instead of SINGLE_ISSUER + DEFER_TASKRUN (to measure what those flags are worth)";
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
     ringport_bench::args::main_with("uring_echo", USAGE, || {
-        let (addr, threads) = ringport_bench::args::server_args()?;
-        server::run(addr, threads).map_err(|e| e.to_string())
+        let (addr, threads, args) = ringport_bench::args::server_args_with(&["coop"])?;
+        server::run(addr, threads, args.has("coop")).map_err(|e| e.to_string())
     })
 }
 

@@ -10,12 +10,13 @@ use crate::worker::Worker;
 
 /// Binds one `SO_REUSEPORT` listener per thread (the first picks the port if
 /// `addr` has port 0), starts the workers, and waits for SIGTERM or SIGINT.
+/// `coop`: rings with `COOP_TASKRUN` instead of the best setup.
 ///
 /// # Errors
 ///
 /// Binding failed, or a ring could not be set up; a worker that fails later
 /// ends the process with its error.
-pub fn run(addr: SocketAddr, threads: usize) -> io::Result<()> {
+pub fn run(addr: SocketAddr, threads: usize, coop: bool) -> io::Result<()> {
     let (addr, listeners) = listeners(addr, threads)?;
     let signals = block_signals()?;
     let mut setups = Vec::new();
@@ -23,7 +24,7 @@ pub fn run(addr: SocketAddr, threads: usize) -> io::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
         thread::Builder::new()
             .name(format!("uring-echo-{i}"))
-            .spawn(move || match Worker::new(l) {
+            .spawn(move || match Worker::new(l, coop) {
                 Ok(mut w) => {
                     let _ = tx.send(Ok(w.setup()));
                     if let Err(e) = w.run() {

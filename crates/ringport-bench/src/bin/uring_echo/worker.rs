@@ -62,13 +62,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Sets up the ring and its buffer ring for `listener`.
+    /// Sets up the ring (with `COOP_TASKRUN` if `coop`) and its buffer ring
+    /// for `listener`.
     ///
     /// # Errors
     ///
     /// io_uring or provided-buffer rings are unavailable here.
-    pub fn new(listener: TcpListener) -> io::Result<Worker> {
-        let (ring, setup) = new_ring()?;
+    pub fn new(listener: TcpListener, coop: bool) -> io::Result<Worker> {
+        let (ring, setup) = if coop { coop_ring()? } else { new_ring()? };
         let bufs = BufRing::register(&ring, BGID)?;
         Ok(Worker {
             ring,
@@ -278,6 +279,17 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// A ring set up as ringport's shared ring is (`COOP_TASKRUN`), for
+/// `--coop`: what `SINGLE_ISSUER` + `DEFER_TASKRUN` are worth, measured.
+fn coop_ring() -> io::Result<(IoUring, &'static str)> {
+    let ring = IoUring::builder()
+        .setup_cqsize(CQ_ENTRIES)
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .build(SQ_ENTRIES)?;
+    Ok((ring, "COOP_TASKRUN (--coop)"))
 }
 
 /// The ring with the best setup the kernel accepts, and its name.
