@@ -174,7 +174,9 @@ pub struct Stats {
     pub running: usize,
     /// Threads blocked in a dequeue.
     pub waiting: usize,
-    /// Operations accepted and not yet completed by the kernel.
+    /// Operations accepted whose completion is not queued yet (on Windows: not
+    /// dequeued yet): once this is 0, a packet posted after comes out behind
+    /// every completion.
     pub in_flight: usize,
     /// Operations accepted since the port was made.
     pub started: u64,

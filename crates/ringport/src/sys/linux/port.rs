@@ -366,18 +366,23 @@ impl Port {
     /// receives.
     fn complete(&self, s: &mut Scratch, me: Option<&Arc<Waiter>>) {
         self.finish_reaped(s);
-        if s.done.is_empty() {
+        let n = s.done.len();
+        if n == 0 {
             return;
         }
         let queued = self.core.enqueue(s.done.drain(..));
+        // Out of flight only once queued: a caller that waits for no
+        // operation in flight and then posts finds its packet behind them.
+        self.core.ops_done(n);
         if queued && self.core.hand_out(me) {
             self.driver.wake();
         }
     }
 
     /// The first half of [`Port::complete`]: takes the reaped operations back
-    /// from the kernel's side into `s.done` and tells their handles and the
-    /// core; they are not queued yet.
+    /// from the kernel's side into `s.done` and tells their handles; they are
+    /// not queued yet, and still count in flight (the caller calls
+    /// `Core::ops_done` once they are queued or taken).
     fn finish_reaped(&self, s: &mut Scratch) {
         if s.raw.is_empty() {
             return;
@@ -403,9 +408,6 @@ impl Port {
         }
         for (_, buf) in s.filled.drain(..) {
             self.pool.give(buf);
-        }
-        if !s.done.is_empty() {
-            self.core.ops_done(s.done.len());
         }
         for (handle, fd) in last {
             handle.release_fd(Some(fd));
@@ -580,11 +582,12 @@ impl Port {
         let mut s = Scratch::take();
         let r = self.driver.reap(Wait::No, &mut s.raw, &mut s.filled);
         self.finish_reaped(&mut s);
+        let reaped = s.done.len();
         let direct = match r {
-            Ok(()) => self.core.take_reaped(s.done.len(), max),
+            Ok(()) => self.core.take_reaped(reaped, max),
             Err(_) => 0,
         };
-        if s.done.len() > direct {
+        if reaped > direct {
             self.core.enqueue(s.done.drain(direct..));
         }
         let took = match r {
@@ -592,6 +595,10 @@ impl Port {
             Err(e) => Err(GetError::Os(e)),
         };
         debug_assert!(s.done.is_empty(), "`take` takes every entry handed to it");
+        if reaped > 0 {
+            // Queued or taken: out of flight (see `Port::complete`).
+            self.core.ops_done(reaped);
+        }
         s.put_back();
         // What this thread left (more than it takes, or all when it may
         // not run) goes to the waiters.
