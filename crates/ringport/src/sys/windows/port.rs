@@ -78,9 +78,9 @@ impl Port {
             }
         }
         let n = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        let none = std::ptr::null_mut();
         // SAFETY: creating a new port; no handle is associated.
-        let raw =
-            unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, std::ptr::null_mut(), 0, n) };
+        let raw = unsafe { CreateIoCompletionPort(INVALID_HANDLE_VALUE, none, 0, n) };
         if raw.is_null() {
             return Err(super::last_error());
         }

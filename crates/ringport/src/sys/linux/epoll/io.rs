@@ -267,9 +267,10 @@ unsafe fn pwrite(fd: RawFd, buf: *const u8, len: usize, off: u64) -> i32 {
 unsafe fn send(fd: RawFd, buf: *const u8, len: usize, sent: &mut usize) -> Attempt {
     loop {
         let rest = len - *sent;
-        // SAFETY: `*sent <= len`, so `buf + sent` and `rest` stay within the buffer.
-        let r =
-            syscall(|| unsafe { libc::send(fd, buf.add(*sent).cast(), rest, libc::MSG_NOSIGNAL) });
+        let r = syscall(|| {
+            // SAFETY: `*sent <= len`, so `buf + sent` and `rest` stay within the buffer.
+            unsafe { libc::send(fd, buf.add(*sent).cast(), rest, libc::MSG_NOSIGNAL) }
+        });
         match r {
             Ok(n) => {
                 *sent += n as usize;
