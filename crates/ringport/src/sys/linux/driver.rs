@@ -9,8 +9,8 @@
 //!   `reap`; `now` asks for the operation to reach the kernel before
 //!   returning; otherwise io_uring leaves its entry in `staged` (the port's,
 //!   under its lock) for the next `flush`. An error means it was not started.
-//! - `flush(staged)`: move staged entries to the kernel's queue (no system
-//!   call; `submit` enters the kernel).
+//! - `flush(staged)`: move staged entries to the kernel's queue (entering the
+//!   kernel only to make room; `submit` enters it).
 //! - `cancel(token, handle)`: ask for cancellation; true if the operation never
 //!   reached the kernel (or was removed before it transferred anything) and
 //!   the caller must complete it as cancelled; false if its completion will
@@ -92,12 +92,9 @@ impl Driver {
                     return Ok(());
                 }
                 // Older staged entries go first. Queued even if entering the
-                // kernel fails, so the operation is started either way; the
-                // next enter submits it.
+                // kernel fails, so the operation is started either way.
                 // SAFETY: forwarded from this function's contract.
-                if let Err(e) = unsafe { u.push(staged.drain(..).chain([entry]), true) } {
-                    log::warn!("ringport: io_uring submit failed: {e}");
-                }
+                unsafe { push_queued(u, staged.drain(..).chain([entry]), true) };
                 Ok(())
             }
             // SAFETY: forwarded from this function's contract.
@@ -113,11 +110,8 @@ impl Driver {
     /// As for [`Driver::start`]: the entries' operations stay put until reaped.
     pub(crate) unsafe fn flush(&self, staged: &mut Vec<squeue::Entry>) {
         if let Driver::Uring(u) = self {
-            // SAFETY: forwarded from this function's contract. Every entry
-            // is queued even if making room failed; the next enter goes on.
-            if let Err(e) = unsafe { u.push(staged.drain(..), false) } {
-                log::warn!("ringport: io_uring submit failed: {e}");
-            }
+            // SAFETY: forwarded from this function's contract.
+            unsafe { push_queued(u, staged.drain(..), false) };
         }
     }
 
@@ -173,5 +167,18 @@ impl Driver {
                 Ok(())
             }
         }
+    }
+}
+
+/// [`Uring::push`], which queues every entry even when entering the kernel
+/// fails: the next enter submits them, so the failure is only logged.
+///
+/// # Safety
+///
+/// As for [`Uring::push`].
+unsafe fn push_queued(u: &Uring, entries: impl IntoIterator<Item = squeue::Entry>, now: bool) {
+    // SAFETY: forwarded from this function's contract.
+    if let Err(e) = unsafe { u.push(entries, now) } {
+        log::warn!("ringport: io_uring submit failed: {e}");
     }
 }

@@ -255,17 +255,17 @@ impl Uring {
         now: bool,
     ) -> io::Result<()> {
         let mut sq = lock(&self.sq);
-        for entry in entries {
-            if sq.backlog.is_empty() {
-                // SAFETY: the submission queue is only touched under `self.sq`.
-                let mut q = unsafe { self.ring.submission_shared() };
+        {
+            // SAFETY: the submission queue is only touched under `self.sq`.
+            let mut q = unsafe { self.ring.submission_shared() };
+            for entry in entries {
+                // Behind older entries, or the queue is full: through the
+                // backlog.
                 // SAFETY: the caller guaranteed the entry's memory.
-                if unsafe { q.push(&entry) }.is_ok() {
-                    continue;
+                if !sq.backlog.is_empty() || unsafe { q.push(&entry) }.is_err() {
+                    sq.backlog.push_back(entry);
                 }
             }
-            // Behind older entries, or the queue is full: through the backlog.
-            sq.backlog.push_back(entry);
         }
         if sq.backlog.is_empty() {
             return if now { self.submit_locked() } else { Ok(()) };
