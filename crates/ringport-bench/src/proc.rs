@@ -3,23 +3,14 @@
 use std::io;
 use std::time::Duration;
 
-/// User plus system CPU time consumed so far by every thread of `pid`
-/// (fields 14 `utime` and 15 `stime` of `/proc/<pid>/stat`).
+/// User and system CPU time consumed so far by every thread of `pid`, apart
+/// (fields 14 `utime` and 15 `stime` of `/proc/<pid>/stat`): the user part is
+/// a server's own work, the system part mostly the kernel's TCP work, alike
+/// for every server.
 ///
 /// # Errors
 ///
 /// The process is gone, `/proc` is not mounted, or the file is malformed.
-pub fn cpu_time(pid: u32) -> io::Result<Duration> {
-    cpu_times(pid).map(|(user, system)| user + system)
-}
-
-/// User and system CPU time consumed so far by every thread of `pid`, apart:
-/// the user part is the server's own work, the system part mostly the
-/// kernel's TCP work, alike for every server.
-///
-/// # Errors
-///
-/// As for [`cpu_time`].
 pub fn cpu_times(pid: u32) -> io::Result<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let (user, system) = parse_stat_user_system(&stat).ok_or_else(|| {
@@ -74,15 +65,10 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur as u64)
 }
 
-/// `utime + stime` in clock ticks from the text of a `/proc/<pid>/stat`.
+/// `(utime, stime)` in clock ticks from the text of a `/proc/<pid>/stat`.
 ///
 /// The command name (field 2) is in parentheses and may hold spaces, so the
 /// fields are counted from the last `)`.
-pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
-    parse_stat_user_system(stat).map(|(user, system)| user + system)
-}
-
-/// `(utime, stime)` in clock ticks from the text of a `/proc/<pid>/stat`.
 pub fn parse_stat_user_system(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     // After ")": field 3 (state) is index 0, so utime (14) is 11, stime (15) 12.
@@ -114,10 +100,9 @@ mod tests {
     #[test]
     fn parses_names_with_spaces_and_parens() {
         let s = "1234 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0";
-        assert_eq!(parse_stat_ticks(s), Some(300));
         assert_eq!(parse_stat_user_system(s), Some((250, 50)));
-        assert_eq!(parse_stat_ticks("garbage"), None);
-        assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
+        assert_eq!(parse_stat_user_system("garbage"), None);
+        assert_eq!(parse_stat_user_system("1 (x) S 1 2"), None);
     }
 
     #[test]
@@ -129,7 +114,7 @@ mod tests {
 
     #[test]
     fn own_cpu_time_is_readable() {
-        assert!(cpu_time(std::process::id()).is_ok());
+        assert!(cpu_times(std::process::id()).is_ok());
         assert_eq!(ticks_to_duration(150, 100), Duration::from_millis(1500));
     }
 }
