@@ -281,15 +281,19 @@ impl Worker {
     }
 }
 
-/// A ring set up as ringport's shared ring is (`COOP_TASKRUN`), for
-/// `--coop`: what `SINGLE_ISSUER` + `DEFER_TASKRUN` are worth, measured.
-fn coop_ring() -> io::Result<(IoUring, &'static str)> {
-    let ring = IoUring::builder()
+/// A ring set up as ringport's shared ring is (`COOP_TASKRUN`): for `--coop`
+/// (what `SINGLE_ISSUER` + `DEFER_TASKRUN` are worth, measured), and the
+/// first fallback of [`new_ring`].
+fn build_coop() -> io::Result<IoUring> {
+    IoUring::builder()
         .setup_cqsize(CQ_ENTRIES)
         .setup_coop_taskrun()
         .setup_taskrun_flag()
-        .build(SQ_ENTRIES)?;
-    Ok((ring, "COOP_TASKRUN (--coop)"))
+        .build(SQ_ENTRIES)
+}
+
+fn coop_ring() -> io::Result<(IoUring, &'static str)> {
+    Ok((build_coop()?, "COOP_TASKRUN (--coop)"))
 }
 
 /// The ring with the best setup the kernel accepts, and its name.
@@ -304,12 +308,7 @@ fn new_ring() -> io::Result<(IoUring, &'static str)> {
         Err(e) => e,
     };
     eprintln!("uring_echo: SINGLE_ISSUER + DEFER_TASKRUN refused ({e}; needs Linux 6.1+)");
-    let coop = IoUring::builder()
-        .setup_cqsize(CQ_ENTRIES)
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .build(SQ_ENTRIES);
-    if let Ok(r) = coop {
+    if let Ok(r) = build_coop() {
         eprintln!("uring_echo: falling back to COOP_TASKRUN; figures are not the ceiling's");
         return Ok((r, "COOP_TASKRUN (fallback)"));
     }
