@@ -35,7 +35,8 @@ pub struct Running {
 impl ServerKind {
     /// The servers this crate knows by name, with their binaries in `dir`:
     /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `tokio`, `mio`, `ceiling`,
-    /// and `ceiling-coop` (the ceiling with ringport's ring setup flags).
+    /// `ceiling-coop` (the ceiling with ringport's ring setup flags) and
+    /// `ceiling-single` (the ceiling with a single-shot receive per message).
     pub fn by_name(name: &str, dir: &Path) -> Option<ServerKind> {
         let serve = |backend: &str| vec!["serve".to_string(), "--backend".into(), backend.into()];
         let (name, program, args): (&'static str, &str, Vec<String>) = match name {
@@ -47,6 +48,7 @@ impl ServerKind {
             "mio" => ("mio", "mio_echo", Vec::new()),
             "ceiling" => ("ceiling", "uring_echo", Vec::new()),
             "ceiling-coop" => ("ceiling-coop", "uring_echo", vec!["--coop".into()]),
+            "ceiling-single" => ("ceiling-single", "uring_echo", vec!["--single-shot".into()]),
             _ => return None,
         };
         Some(ServerKind {

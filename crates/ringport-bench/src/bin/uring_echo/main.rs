@@ -26,15 +26,23 @@ mod worker;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: uring_echo [--addr 127.0.0.1:0] [--threads N (CPUs)] [--coop]\n\
+const USAGE: &str =
+    "usage: uring_echo [--addr 127.0.0.1:0] [--threads N (CPUs)] [--coop] [--single-shot]\n\
     --coop: set the rings up with COOP_TASKRUN, as ringport's shared ring is,\n\
-    instead of SINGLE_ISSUER + DEFER_TASKRUN (to measure what those flags are worth)";
+    instead of SINGLE_ISSUER + DEFER_TASKRUN (to measure what those flags are worth)\n\
+    --single-shot: one receive per message, armed again after each, as ringport's\n\
+    pooled receives are, instead of one multishot receive per connection";
 
 #[cfg(target_os = "linux")]
 fn main() -> ExitCode {
     ringport_bench::args::main_with("uring_echo", USAGE, || {
-        let (addr, threads, args) = ringport_bench::args::server_args_with(&["coop"])?;
-        server::run(addr, threads, args.has("coop")).map_err(|e| e.to_string())
+        let (addr, threads, args) =
+            ringport_bench::args::server_args_with(&["coop", "single-shot"])?;
+        let setup = worker::Setup {
+            coop: args.has("coop"),
+            single_shot: args.has("single-shot"),
+        };
+        server::run(addr, threads, setup).map_err(|e| e.to_string())
     })
 }
 

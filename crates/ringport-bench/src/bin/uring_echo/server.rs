@@ -6,17 +6,17 @@ use std::thread;
 
 use ringport_bench::listen::{block_signals, listeners, wait_for};
 
-use crate::worker::Worker;
+use crate::worker::{Setup, Worker};
 
 /// Binds one `SO_REUSEPORT` listener per thread (the first picks the port if
 /// `addr` has port 0), starts the workers, and waits for SIGTERM or SIGINT.
-/// `coop`: rings with `COOP_TASKRUN` instead of the best setup.
+/// `setup`: the best ring setup, or what it is measured against.
 ///
 /// # Errors
 ///
 /// Binding failed, or a ring could not be set up; a worker that fails later
 /// ends the process with its error.
-pub fn run(addr: SocketAddr, threads: usize, coop: bool) -> io::Result<()> {
+pub fn run(addr: SocketAddr, threads: usize, setup: Setup) -> io::Result<()> {
     let (addr, listeners) = listeners(addr, threads)?;
     let signals = block_signals()?;
     let mut setups = Vec::new();
@@ -24,7 +24,7 @@ pub fn run(addr: SocketAddr, threads: usize, coop: bool) -> io::Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
         thread::Builder::new()
             .name(format!("uring-echo-{i}"))
-            .spawn(move || match Worker::new(l, coop) {
+            .spawn(move || match Worker::new(l, setup) {
                 Ok(mut w) => {
                     let _ = tx.send(Ok(w.setup()));
                     if let Err(e) = w.run() {

@@ -49,8 +49,20 @@ struct Conn {
 
 /// A worker thread's state. The ring is made by the thread that uses it
 /// (`SINGLE_ISSUER`), so a `Worker` is created and run on one thread.
+/// How a worker sets up its ring and receives: the best shape, or one
+/// lever of ringport's shared ring, to measure what that lever costs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Setup {
+    /// `COOP_TASKRUN` instead of `SINGLE_ISSUER` + `DEFER_TASKRUN`.
+    pub coop: bool,
+    /// A single-shot receive per message (with a buffer picked from the
+    /// ring, armed again after each) instead of one multishot receive.
+    pub single_shot: bool,
+}
+
 pub struct Worker {
     ring: IoUring,
+    single_shot: bool,
     bufs: BufRing,
     listener: TcpListener,
     conns: Slab<Conn>,
@@ -62,17 +74,17 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Sets up the ring (with `COOP_TASKRUN` if `coop`) and its buffer ring
-    /// for `listener`.
+    /// Sets up the ring (as `setup` says) and its buffer ring for `listener`.
     ///
     /// # Errors
     ///
     /// io_uring or provided-buffer rings are unavailable here.
-    pub fn new(listener: TcpListener, coop: bool) -> io::Result<Worker> {
-        let (ring, setup) = if coop { coop_ring()? } else { new_ring()? };
+    pub fn new(listener: TcpListener, how: Setup) -> io::Result<Worker> {
+        let (ring, setup) = if how.coop { coop_ring()? } else { new_ring()? };
         let bufs = BufRing::register(&ring, BGID)?;
         Ok(Worker {
             ring,
+            single_shot: how.single_shot,
             bufs,
             listener,
             conns: Slab::with_capacity(1024),
@@ -86,8 +98,13 @@ impl Worker {
     /// A description of the ring setup in use.
     pub fn setup(&self) -> String {
         format!(
-            "{}, multishot accept + recv, {} x {} KiB buffer ring per thread",
+            "{}, multishot accept + {}, {} x {} KiB buffer ring per thread",
             self.setup,
+            if self.single_shot {
+                "single-shot recv (--single-shot)"
+            } else {
+                "multishot recv"
+            },
             crate::bufring::COUNT,
             crate::bufring::SIZE / 1024
         )
@@ -158,7 +175,7 @@ impl Worker {
                 closing: false,
                 failed: false,
             });
-            self.push(recv_entry(raw, slot))?;
+            self.push(recv_entry(raw, slot, self.single_shot))?;
         } else if res == -libc::EINVAL {
             return Err(missing("multishot accept", "5.19", res));
         } else {
@@ -193,7 +210,7 @@ impl Worker {
                     conn.queue.push_back(p);
                 }
                 if rearm {
-                    self.push(recv_entry(fd, slot))?;
+                    self.push(recv_entry(fd, slot, self.single_shot))?;
                     self.conns[slot].recv_armed = true;
                 }
                 return Ok(());
@@ -275,7 +292,7 @@ impl Worker {
             }
             conn.recv_armed = true;
             let fd = conn.fd.as_raw_fd();
-            self.push(recv_entry(fd, slot))?;
+            self.push(recv_entry(fd, slot, self.single_shot))?;
         }
         Ok(())
     }
@@ -341,10 +358,22 @@ fn accept_entry(listener: RawFd) -> squeue::Entry {
         .user_data(token(ACCEPT, 0))
 }
 
-fn recv_entry(fd: RawFd, slot: usize) -> squeue::Entry {
-    opcode::RecvMulti::new(types::Fd(fd), BGID)
+/// A receive into a buffer the kernel picks from the ring: multishot, or
+/// one that ends after one completion (`received` arms it again).
+fn recv_entry(fd: RawFd, slot: usize, single_shot: bool) -> squeue::Entry {
+    let entry = if single_shot {
+        opcode::Recv::new(
+            types::Fd(fd),
+            std::ptr::null_mut(),
+            crate::bufring::SIZE as u32,
+        )
+        .buf_group(BGID)
         .build()
-        .user_data(token(RECV, slot))
+        .flags(squeue::Flags::BUFFER_SELECT)
+    } else {
+        opcode::RecvMulti::new(types::Fd(fd), BGID).build()
+    };
+    entry.user_data(token(RECV, slot))
 }
 
 fn send_entry(bufs: &BufRing, fd: RawFd, slot: usize, p: Pending) -> squeue::Entry {
