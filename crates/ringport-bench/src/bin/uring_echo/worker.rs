@@ -47,8 +47,6 @@ struct Conn {
     failed: bool,
 }
 
-/// A worker thread's state. The ring is made by the thread that uses it
-/// (`SINGLE_ISSUER`), so a `Worker` is created and run on one thread.
 /// How a worker sets up its ring and receives: the best shape, or one
 /// lever of ringport's shared ring, to measure what that lever costs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -60,6 +58,8 @@ pub struct Setup {
     pub single_shot: bool,
 }
 
+/// A worker thread's state. The ring is made by the thread that uses it
+/// (`SINGLE_ISSUER`), so a `Worker` is created and run on one thread.
 pub struct Worker {
     ring: IoUring,
     single_shot: bool,
@@ -80,7 +80,11 @@ impl Worker {
     ///
     /// io_uring or provided-buffer rings are unavailable here.
     pub fn new(listener: TcpListener, how: Setup) -> io::Result<Worker> {
-        let (ring, setup) = if how.coop { coop_ring()? } else { new_ring()? };
+        let (ring, setup) = if how.coop {
+            (build_coop()?, "COOP_TASKRUN (--coop)")
+        } else {
+            new_ring()?
+        };
         let bufs = BufRing::register(&ring, BGID)?;
         Ok(Worker {
             ring,
@@ -307,10 +311,6 @@ fn build_coop() -> io::Result<IoUring> {
         .setup_coop_taskrun()
         .setup_taskrun_flag()
         .build(SQ_ENTRIES)
-}
-
-fn coop_ring() -> io::Result<(IoUring, &'static str)> {
-    Ok((build_coop()?, "COOP_TASKRUN (--coop)"))
 }
 
 /// The ring with the best setup the kernel accepts, and its name.

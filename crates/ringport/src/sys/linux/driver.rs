@@ -97,8 +97,10 @@ impl Driver {
                 unsafe { push_queued(u, staged.drain(..).chain([entry]), true) };
                 Ok(())
             }
-            // SAFETY: forwarded from this function's contract.
-            Driver::Epoll(e) => unsafe { e.start(op, token, now) },
+            Driver::Epoll(e) => {
+                // SAFETY: forwarded from this function's contract.
+                unsafe { e.start(op, token, now) }
+            }
         }
     }
 

@@ -120,12 +120,14 @@ mod spare {
     pub(super) fn boxed(op: Op) -> Box<Op> {
         let kept = SPARE.try_with(|s| s.borrow_mut().0.pop()).ok().flatten();
         match kept {
-            // SAFETY: `p` is an allocation for one `Op` holding no value
-            // (see `Spare`): writing one in makes it a valid `Box<Op>`'s.
-            Some(p) => unsafe {
-                p.write(op);
-                Box::from_raw(p)
-            },
+            Some(p) => {
+                // SAFETY: `p` is an allocation for one `Op` holding no value
+                // (see `Spare`): writing one in makes it a valid `Box<Op>`'s.
+                unsafe {
+                    p.write(op);
+                    Box::from_raw(p)
+                }
+            }
             None => Box::new(op),
         }
     }
