@@ -26,6 +26,33 @@ fn same_descriptor_twice_is_refused() {
     });
 }
 
+/// Two opens of one file are two open files: each may be associated, and
+/// each stays refused for its duplicates while the other comes and goes.
+#[test]
+fn two_opens_of_one_file_are_two_files() {
+    each_backend(|backend, _| {
+        let port = port(backend, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let first = std::fs::File::create(&path).unwrap();
+        let second = std::fs::File::open(&path).unwrap();
+        let third = std::fs::File::open(&path).unwrap();
+        let (dup2, dup3) = (second.try_clone().unwrap(), third.try_clone().unwrap());
+        let h1 = port.associate(first, 1).unwrap();
+        let h2 = port.associate(second, 2).unwrap();
+        let h3 = port.associate(third, 3).unwrap();
+        h1.close();
+        drop(h1);
+        let e = port.associate(dup2, 4).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        h2.close();
+        drop(h2);
+        let e = port.associate(dup3, 5).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        drop(h3);
+    });
+}
+
 #[test]
 fn sockets_too_and_free_again_after_close() {
     if util::skip_under_wine("sockets_too_and_free_again_after_close", "Wine 8 cannot untie a socket from its port (FileReplaceCompletionInformation is not implemented), so a duplicate of a closed handle stays tied") {

@@ -178,6 +178,13 @@ impl<T> Slots<T> {
 mod tests {
     use super::*;
 
+    /// Every connection costs a slot, open or idle (DESIGN.md section 5).
+    #[test]
+    fn a_connection_slot_is_64_bytes() {
+        let size = std::mem::size_of::<Slot<crate::server::conn::Conn>>();
+        assert!(size <= 64, "{size}");
+    }
+
     #[test]
     fn segments_tile_the_index_space() {
         assert_eq!(locate(0), (0, 0));

@@ -96,9 +96,53 @@ impl Owned {
 /// The identity of an open file description: (device, inode).
 type FileId = (u64, u64);
 
-/// Every associated descriptor in the process, by open file identity.
-fn registry() -> &'static Mutex<HashMap<FileId, Vec<RawFd>>> {
-    static REG: OnceLock<Mutex<HashMap<FileId, Vec<RawFd>>>> = OnceLock::new();
+/// Every associated descriptor in the process, by open file identity. A
+/// socket's identity is its own, so each has one entry of a few bytes, with
+/// no allocation of its own (an idle connection's bytes are the budget that
+/// counts, DESIGN.md section 5); only two opens of one regular file share an
+/// identity, and the second and later of them are kept in `more`.
+#[derive(Default)]
+struct Registry {
+    first: HashMap<FileId, RawFd>,
+    more: HashMap<FileId, Vec<RawFd>>,
+}
+
+impl Registry {
+    fn fds(&self, id: &FileId) -> impl Iterator<Item = RawFd> + '_ {
+        let more = self.more.get(id).map(Vec::as_slice).unwrap_or_default();
+        self.first
+            .get(id)
+            .copied()
+            .into_iter()
+            .chain(more.iter().copied())
+    }
+
+    fn insert(&mut self, id: FileId, raw: RawFd) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.first.entry(id) {
+            e.insert(raw);
+        } else {
+            self.more.entry(id).or_default().push(raw);
+        }
+    }
+
+    fn remove(&mut self, id: FileId, raw: RawFd) {
+        let more = self.more.get_mut(&id);
+        if self.first.get(&id) == Some(&raw) {
+            match more.and_then(Vec::pop) {
+                Some(next) => self.first.insert(id, next),
+                None => self.first.remove(&id),
+            };
+        } else if let Some(fds) = more {
+            fds.retain(|&f| f != raw);
+        }
+        if self.more.get(&id).is_some_and(Vec::is_empty) {
+            self.more.remove(&id);
+        }
+    }
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
     REG.get_or_init(Default::default)
 }
 
@@ -131,25 +175,18 @@ fn register(fd: BorrowedFd<'_>) -> io::Result<FileId> {
     let id = file_id(fd)?;
     let raw = fd.as_raw_fd();
     let mut reg = lock(registry());
-    let fds = reg.entry(id).or_default();
-    if fds.iter().any(|&other| same_description(other, raw)) {
+    if reg.fds(&id).any(|other| same_description(other, raw)) {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "this socket or file is already associated with a completion port",
         ));
     }
-    fds.push(raw);
+    reg.insert(id, raw);
     Ok(id)
 }
 
 fn unregister(id: FileId, raw: RawFd) {
-    let mut reg = lock(registry());
-    if let Some(fds) = reg.get_mut(&id) {
-        fds.retain(|&f| f != raw);
-        if fds.is_empty() {
-            reg.remove(&id);
-        }
-    }
+    lock(registry()).remove(id, raw);
 }
 
 /// The descriptor, until it is closed.
@@ -177,6 +214,11 @@ pub(crate) struct Handle {
     /// The epoll registration of a socket on an epoll port.
     readiness: OnceLock<Arc<Source>>,
 }
+
+// 120 bytes with the `Arc`'s counts: glibc's 128-byte size class. Every
+// connection holds one, so keep it there.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Handle>() <= 104);
 
 // SAFETY: `inflight` is only reached through `inflight_unchecked`, whose
 // callers hold the port's operations lock; every other field is Sync.
@@ -242,17 +284,17 @@ impl Handle {
     }
 
     /// Records an operation about to start in `inflight` (this handle's,
-    /// under the port's lock); returns the descriptor number, or an error if
-    /// the handle is closed. The number stays valid until
+    /// under the port's lock), or an error if the handle is closed. From then
+    /// on [`raw_fd`](Self::raw_fd) stays valid until
     /// [`op_done`](Self::op_done) for this token.
-    pub(crate) fn op_begin(&self, token: u64, inflight: &mut Tokens) -> io::Result<RawFd> {
+    pub(crate) fn op_begin(&self, token: u64, inflight: &mut Tokens) -> io::Result<()> {
         // `close` sets the flag before it takes the port's lock to read the
         // tokens: an operation recorded after that read sees it.
         if self.closing.load(Ordering::Acquire) {
             return Err(closed_error());
         }
         inflight.push(token);
-        Ok(self.raw)
+        Ok(())
     }
 
     /// The kernel is done with operation `token` (`inflight` as for
@@ -338,12 +380,14 @@ pub(crate) fn closed_error() -> io::Error {
 
 /// The tokens of a handle's operations in flight: a connection has one or
 /// two (a receive and a send), kept inline so an idle connection costs no
-/// allocation for them.
+/// allocation for them; more spill into a boxed list, so the inline case
+/// stays 32 bytes.
 #[derive(Debug, Default)]
 pub(crate) struct Tokens {
     inline: [u64; 2],
     len: usize,
-    more: Vec<u64>,
+    #[allow(clippy::box_collection)] // 8 bytes inline instead of a `Vec`'s 24
+    more: Option<Box<Vec<u64>>>,
 }
 
 impl Tokens {
@@ -352,15 +396,21 @@ impl Tokens {
             self.inline[self.len] = token;
             self.len += 1;
         } else {
-            self.more.push(token);
+            self.more.get_or_insert_with(Box::default).push(token);
         }
+    }
+
+    fn more(&self) -> &[u64] {
+        self.more.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// Removes `token`; false if it was not there.
     pub(crate) fn remove(&mut self, token: u64) -> bool {
-        if let Some(i) = self.more.iter().position(|&t| t == token) {
-            self.more.swap_remove(i);
-            return true;
+        if let Some(more) = self.more.as_deref_mut() {
+            if let Some(i) = more.iter().position(|&t| t == token) {
+                more.swap_remove(i);
+                return true;
+            }
         }
         let Some(i) = self.inline[..self.len].iter().position(|&t| t == token) else {
             return false;
@@ -368,7 +418,7 @@ impl Tokens {
         self.len -= 1;
         self.inline[i] = self.inline[self.len];
         // Keep the inline slots full while tokens wait in `more`.
-        if let Some(t) = self.more.pop() {
+        if let Some(t) = self.more.as_deref_mut().and_then(Vec::pop) {
             self.inline[self.len] = t;
             self.len += 1;
         }
@@ -381,14 +431,40 @@ impl Tokens {
 
     pub(crate) fn to_vec(&self) -> Vec<u64> {
         let mut v = self.inline[..self.len].to_vec();
-        v.extend_from_slice(&self.more);
+        v.extend_from_slice(self.more());
         v
     }
 }
 
 #[cfg(test)]
 mod token_tests {
-    use super::Tokens;
+    use super::{Registry, Tokens};
+
+    #[test]
+    fn registry_keeps_every_descriptor_of_an_identity() {
+        let mut reg = Registry::default();
+        let (a, b) = ((1, 7), (1, 8));
+        reg.insert(a, 3);
+        reg.insert(a, 4);
+        reg.insert(a, 5);
+        reg.insert(b, 6);
+        let fds = |reg: &Registry, id| reg.fds(&id).collect::<Vec<_>>();
+        assert_eq!(fds(&reg, a), [3, 4, 5]);
+        reg.remove(a, 3);
+        let mut left = fds(&reg, a);
+        left.sort_unstable();
+        assert_eq!(left, [4, 5], "the first one's place is taken by another");
+        reg.remove(a, 4);
+        reg.remove(a, 9); // never there
+        assert_eq!(fds(&reg, a), [5]);
+        reg.remove(a, 5);
+        assert!(fds(&reg, a).is_empty());
+        assert!(
+            reg.first.len() == 1 && reg.more.is_empty(),
+            "nothing left of a"
+        );
+        assert_eq!(fds(&reg, b), [6]);
+    }
 
     #[test]
     fn inline_then_spill_then_back() {
@@ -407,6 +483,6 @@ mod token_tests {
             assert!(t.remove(x));
         }
         assert!(t.is_empty());
-        assert!(t.more.is_empty());
+        assert!(t.more().is_empty());
     }
 }

@@ -23,9 +23,6 @@ pub(crate) struct Op {
     pub(crate) user: u64,
     pub(crate) handle: Arc<SysHandle>,
     pub(crate) gen: u32,
-    /// The descriptor number, valid while the op is in flight (the handle
-    /// defers its close).
-    pub(crate) fd: i32,
     /// Connect: the target. Accept: filled in by the kernel. Boxed, and only
     /// for those two, so the many receives of idle connections stay small.
     pub(crate) addr: Option<Box<Addr>>,
@@ -33,8 +30,13 @@ pub(crate) struct Op {
     pub(crate) cancel_requested: bool,
     /// Times the operation was submitted again after the kernel cancelled it
     /// on its own (see `Port::complete`).
-    pub(crate) resubmits: u32,
+    pub(crate) resubmits: u16,
 }
+
+// 72 bytes, so its allocation is glibc's 80-byte size class: every idle
+// connection holds one (its pending receive).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Op>() <= 72);
 
 /// A packet as the port's queue holds it: 24 bytes, the size of a [`Packet`],
 /// so a block of the queue is as small as a channel's of packets: small enough
@@ -193,14 +195,13 @@ impl Addr {
 }
 
 impl Op {
-    pub(crate) fn new(req: Request, user: u64, handle: Arc<SysHandle>, fd: i32) -> Box<Op> {
+    pub(crate) fn new(req: Request, user: u64, handle: Arc<SysHandle>) -> Box<Op> {
         spare::boxed(Op {
             addr: Addr::of(&req),
             req,
             user,
             handle,
             gen: 0,
-            fd,
             cancel_requested: false,
             resubmits: 0,
         })
@@ -224,7 +225,6 @@ impl Op {
             user,
             handle,
             mut addr,
-            fd,
             resubmits,
             ..
         } = self;
@@ -269,7 +269,7 @@ impl Op {
                 }
                 // A resubmitted connect waited for writability (see
                 // `Uring::prepare`); the socket says how the connect ended.
-                Request::Connect(_) if resubmits > 0 => connect_outcome(fd),
+                Request::Connect(_) if resubmits > 0 => connect_outcome(handle.raw_fd()),
                 _ => Ok(res as usize),
             }
         };

@@ -28,7 +28,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// How many times one operation is submitted again after the kernel cancelled
 /// it on its own before the cancellation is passed on to the caller.
-const RESUBMIT_LIMIT: u32 = 64;
+const RESUBMIT_LIMIT: u16 = 64;
 
 /// Generations are 31 bits so that a token never has its top bit set, which
 /// the driver keeps for its own entries.
@@ -216,11 +216,10 @@ impl Port {
         }
         // Reserve the token first so the handle can record it.
         let next = token(ops.slab.vacant_key(), (ops.next_gen + 1) & GEN_MASK);
-        let fd = match handle.op_begin(next, ops.inflight(handle)) {
-            Ok(fd) => fd,
-            Err(e) => return Err(req.refuse(e)),
-        };
-        let (t, _) = ops.insert(Op::new(req, user, handle.clone(), fd));
+        if let Err(e) = handle.op_begin(next, ops.inflight(handle)) {
+            return Err(req.refuse(e));
+        }
+        let (t, _) = ops.insert(Op::new(req, user, handle.clone()));
         debug_assert_eq!(t, next);
         let (op, staged) = ops.with_staged(t).expect("operation just inserted");
         self.core.op_started();
@@ -824,7 +823,7 @@ mod tests {
         let (_a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let owned = Owned::from_io(std::fs::File::from(std::os::fd::OwnedFd::from(b))).unwrap();
         let handle = Arc::new(Handle::new(owned, 0, std::sync::Weak::new()).unwrap());
-        Op::new(Request::Send(Vec::new()), user, handle, -1)
+        Op::new(Request::Send(Vec::new()), user, handle)
     }
 
     #[test]

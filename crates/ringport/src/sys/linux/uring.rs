@@ -186,7 +186,7 @@ impl Uring {
     /// Builds the entry for `op`. The entry points into `op`, which the port
     /// keeps boxed in its slab until the completion for `token` is reaped.
     pub(crate) fn prepare(&self, op: &mut Op, token: u64) -> squeue::Entry {
-        let fd = types::Fd(op.fd);
+        let fd = types::Fd(op.handle.raw_fd());
         let entry = match &mut op.req {
             Request::RecvPooled { buf } => match self.buf_ring() {
                 Some(ring) => opcode::Recv::new(fd, std::ptr::null_mut(), ring.buf_len())

@@ -92,7 +92,7 @@ impl Io {
     /// `token` (see [`Io::attempt`]); `pool`, the port's, outlives every
     /// operation (the driver holds it).
     pub(super) fn prepare(op: &mut Op, token: u64, pool: &Arc<BufPool>) -> Io {
-        let fd = op.fd;
+        let fd = op.handle.raw_fd();
         let call = match &mut op.req {
             Request::Accept => {
                 let a = Addr::of_op(&mut op.addr);

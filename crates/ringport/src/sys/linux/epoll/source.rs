@@ -140,15 +140,17 @@ mod tests {
     use crate::sys::linux::handle::{Handle, Owned};
     use crate::sys::linux::op::Op;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
     use std::sync::Arc;
 
-    /// A non-blocking stream pair: (the side the queues work on, its peer).
-    fn pair() -> (UnixStream, UnixStream) {
+    /// A non-blocking stream pair: (the handle of the side the queues work
+    /// on, its peer).
+    fn pair() -> (Arc<Handle>, UnixStream) {
         let (a, b) = UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
-        (a, b)
+        let owned = Owned::from_io(std::fs::File::from(std::os::fd::OwnedFd::from(a))).unwrap();
+        let handle = Arc::new(Handle::new(owned, 0, std::sync::Weak::new()).unwrap());
+        (handle, b)
     }
 
     /// A pool for `Io::prepare`; these tests make no pooled receives.
@@ -156,34 +158,29 @@ mod tests {
         Arc::new(crate::pool::BufPool::new(1, 1))
     }
 
-    fn op(fd: RawFd, req: Request, user: u64) -> Box<Op> {
-        let (_x, y) = UnixStream::pair().unwrap();
-        let owned = Owned::from_io(std::fs::File::from(std::os::fd::OwnedFd::from(y))).unwrap();
-        let handle = Arc::new(Handle::new(owned, 0, std::sync::Weak::new()).unwrap());
-        Op::new(req, user, handle, fd)
+    fn source(a: &Handle) -> Source {
+        Source::new(a.raw_fd(), 1, true)
     }
 
     // The boxes keep each `Op` at its address while the vector grows.
     #[allow(clippy::vec_box)]
-    fn recv(ops: &mut Vec<Box<Op>>, fd: RawFd, cap: usize, token: u64) -> Io {
-        ops.push(op(fd, Request::Recv(Vec::with_capacity(cap)), token));
+    fn recv(ops: &mut Vec<Box<Op>>, a: &Arc<Handle>, cap: usize, token: u64) -> Io {
+        ops.push(Op::new(
+            Request::Recv(Vec::with_capacity(cap)),
+            token,
+            a.clone(),
+        ));
         Io::prepare(ops.last_mut().unwrap(), token, &pool())
     }
 
     #[test]
     fn receives_wait_for_readiness_in_fifo_order() {
         let (a, mut b) = pair();
-        let src = Source::new(a.as_raw_fd(), 1, true);
+        let src = source(&a);
         let mut ops = Vec::new();
         let mut q = src.lock();
-        assert!(
-            q.push(recv(&mut ops, a.as_raw_fd(), 4, 10), Dir::Read),
-            "head, ready"
-        );
-        assert!(
-            !q.push(recv(&mut ops, a.as_raw_fd(), 4, 11), Dir::Read),
-            "behind"
-        );
+        assert!(q.push(recv(&mut ops, &a, 4, 10), Dir::Read), "head, ready");
+        assert!(!q.push(recv(&mut ops, &a, 4, 11), Dir::Read), "behind");
         let mut out = Vec::new();
         // SAFETY: the ops the queued `Io`s point into live in `ops` until the end.
         unsafe { q.run(&mut out) };
@@ -205,14 +202,14 @@ mod tests {
     #[test]
     fn a_short_read_before_the_fin_keeps_readability() {
         let (a, mut b) = pair();
-        let src = Source::new(a.as_raw_fd(), 1, true);
+        let src = source(&a);
         let mut ops = Vec::new();
         let mut q = src.lock();
         b.write_all(b"abc").unwrap();
         b.shutdown(std::net::Shutdown::Write).unwrap();
         q.on_event((libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
-        q.push(recv(&mut ops, a.as_raw_fd(), 8, 50), Dir::Read);
-        q.push(recv(&mut ops, a.as_raw_fd(), 8, 51), Dir::Read);
+        q.push(recv(&mut ops, &a, 8, 50), Dir::Read);
+        q.push(recv(&mut ops, &a, 8, 51), Dir::Read);
         let mut out = Vec::new();
         // SAFETY: the ops live in `ops` until the end of the test.
         unsafe { q.run(&mut out) };
@@ -222,11 +219,11 @@ mod tests {
     #[test]
     fn cancel_removes_only_waiting_operations() {
         let (a, _b) = pair();
-        let src = Source::new(a.as_raw_fd(), 1, true);
+        let src = source(&a);
         let mut ops = Vec::new();
         let mut q = src.lock();
-        q.push(recv(&mut ops, a.as_raw_fd(), 4, 20), Dir::Read);
-        q.push(recv(&mut ops, a.as_raw_fd(), 4, 21), Dir::Read);
+        q.push(recv(&mut ops, &a, 4, 20), Dir::Read);
+        q.push(recv(&mut ops, &a, 4, 21), Dir::Read);
         let mut out = Vec::new();
         // SAFETY: the ops live in `ops` until the end of the test.
         unsafe { q.run(&mut out) };
@@ -239,8 +236,8 @@ mod tests {
     #[test]
     fn sends_complete_whole_or_wait_for_room() {
         let (a, _b) = pair();
-        let src = Source::new(a.as_raw_fd(), 1, true);
-        let mut ops = [op(a.as_raw_fd(), Request::Send(vec![7; 8 << 20]), 30)];
+        let src = source(&a);
+        let mut ops = [Op::new(Request::Send(vec![7; 8 << 20]), 30, a.clone())];
         let mut q = src.lock();
         q.push(Io::prepare(&mut ops[0], 30, &pool()), Dir::Write);
         let mut out = Vec::new();
@@ -255,10 +252,10 @@ mod tests {
     #[test]
     fn events_set_readiness_by_direction() {
         let (a, _b) = pair();
-        let src = Source::new(a.as_raw_fd(), 1, true);
+        let src = source(&a);
         let mut ops = Vec::new();
         let mut q = src.lock();
-        q.push(recv(&mut ops, a.as_raw_fd(), 4, 40), Dir::Read);
+        q.push(recv(&mut ops, &a, 4, 40), Dir::Read);
         let mut out = Vec::new();
         // SAFETY: the ops live in `ops` until the end of the test.
         unsafe { q.run(&mut out) };
