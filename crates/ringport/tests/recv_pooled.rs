@@ -140,3 +140,48 @@ fn idle_receives_hold_no_buffer() {
         );
     });
 }
+
+/// Whether the data is there before the receive starts or comes after, and
+/// whether the last receive emptied the socket or left data in it, every
+/// receive gets exactly the next bytes (on io_uring a receive after one that
+/// emptied its socket waits for readability first, `IORING_RECVSEND_POLL_FIRST`;
+/// one after a receive that left data tries at once).
+#[test]
+fn every_receive_gets_the_next_bytes_whenever_they_arrive() {
+    each_backend(|_, b| {
+        let port = pooled_port(b, 8, 1024);
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        let recv = |port: &CompletionPort| {
+            port.recv_pooled(&sock, 0).unwrap();
+            let mut c = util::get(port);
+            let n = c.take_result().unwrap();
+            let buf = c.take_buf().unwrap();
+            assert_eq!(buf.len(), n);
+            buf
+        };
+        // Data first, then the receive; the socket is emptied.
+        util::write_all(&mut client, b"one");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(recv(&port), b"one");
+        // Again data before the receive, after a receive that emptied it.
+        util::write_all(&mut client, b"two");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(recv(&port), b"two");
+        // The receive first, the data later.
+        let late = util::pattern(3000, 7);
+        let id = port.recv_pooled(&sock, 5).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        util::write_all(&mut client, &late);
+        let mut c = util::get(&port);
+        assert_eq!((c.user(), c.id()), (5, Some(id)));
+        let mut got = c.take_buf().unwrap();
+        assert!((1..=1024).contains(&got.len()), "{}", got.len());
+        // Receives after one that left data behind.
+        while got.len() < late.len() {
+            got.extend_from_slice(&recv(&port));
+        }
+        assert_eq!(got, late);
+        assert_nothing_more(&port, Duration::from_millis(20));
+    });
+}

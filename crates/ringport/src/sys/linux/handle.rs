@@ -206,6 +206,10 @@ pub(crate) struct Handle {
     state: Mutex<HandleState>,
     /// Set once by `close`, before it looks at what is in flight.
     closing: AtomicBool,
+    /// A hint for the next pooled receive on io_uring: the last one left data
+    /// in the socket (or none has completed yet), so try at once rather than
+    /// wait for readability first.
+    data_left: AtomicBool,
     /// Tokens of the operations in flight. Touched only under the port's
     /// operations lock (through `Ops::inflight`), which `start` and the reaper
     /// hold anyway, so starting and finishing an operation take no lock of
@@ -236,6 +240,7 @@ impl Handle {
             port,
             state: Mutex::new(HandleState { fd: Some(owned.fd) }),
             closing: AtomicBool::new(false),
+            data_left: AtomicBool::new(true),
             inflight: UnsafeCell::new(Tokens::default()),
             readiness: OnceLock::new(),
         })
@@ -308,6 +313,15 @@ impl Handle {
         } else {
             None
         }
+    }
+
+    /// See `data_left`: true until a pooled receive said the socket was empty.
+    pub(crate) fn data_left(&self) -> bool {
+        self.data_left.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_data_left(&self, left: bool) {
+        self.data_left.store(left, Ordering::Relaxed);
     }
 
     pub(crate) fn is_closed(&self) -> bool {

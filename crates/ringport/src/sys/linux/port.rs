@@ -390,23 +390,33 @@ impl Port {
         let mut last = Vec::new();
         {
             let mut ops = lock(&self.ops);
+            let mut next = 0;
             for (t, res) in s.raw.drain(..) {
-                let res = match self.resubmit(&mut ops, t, res) {
-                    Ok(()) => continue,
-                    Err(res) => res,
+                let picked = pick(&mut s.filled, &mut next, t);
+                let op = match self.resubmit(&mut ops, t, res) {
+                    Ok(()) => None,
+                    Err(res) => ops.take(t).map(|op| (op, res)),
                 };
-                let Some(mut op) = ops.take(t) else { continue };
+                let Some((mut op, res)) = op else {
+                    if let Some((buf, _)) = picked {
+                        self.pool.give(buf);
+                    }
+                    continue;
+                };
                 if let Some(fd) = op.handle.op_done(t, ops.inflight(&op.handle)) {
                     last.push((op.handle.clone(), fd));
                 }
-                if let Some(i) = s.filled.iter().position(|(ft, _)| *ft == t) {
-                    op.fill(s.filled.swap_remove(i).1, &self.pool);
+                if let Some((buf, left)) = picked {
+                    op.handle.set_data_left(left);
+                    op.fill(buf, &self.pool);
                 }
                 s.done.push(Entry::Done(op, t, res));
             }
         }
-        for (_, buf) in s.filled.drain(..) {
-            self.pool.give(buf);
+        for (_, buf, _) in s.filled.drain(..) {
+            if buf.capacity() > 0 {
+                self.pool.give(buf);
+            }
         }
         for (handle, fd) in last {
             handle.release_fd(Some(fd));
@@ -789,6 +799,21 @@ impl Drop for Port {
 
 fn port_closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "completion port is closed")
+}
+
+/// What the ring handed token `t`'s pooled receive, if anything: taken out of
+/// `filled` (its place left empty). `filled` is in the order of the reaped
+/// completions, so it is nearly always the entry at `next`.
+fn pick(filled: &mut Filled, next: &mut usize, t: u64) -> Option<(Vec<u8>, bool)> {
+    let i = match filled.get(*next) {
+        Some(f) if f.0 == t => {
+            *next += 1;
+            *next - 1
+        }
+        _ => filled.iter().position(|f| f.0 == t && f.1.capacity() > 0)?,
+    };
+    let f = &mut filled[i];
+    Some((std::mem::take(&mut f.1), f.2))
 }
 
 #[cfg(test)]

@@ -37,14 +37,22 @@ pub(crate) const WAKE: u64 = u64::MAX;
 /// `user_data` of cancellation entries (their own results are not needed).
 pub(crate) const CANCEL: u64 = u64::MAX - 1;
 
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19, as buffer rings): wait for
+/// readability before trying the receive.
+const POLL_FIRST: u16 = 1;
+/// `IORING_CQE_F_SOCK_NONEMPTY`: data was left in the socket after a receive.
+const SOCK_NONEMPTY: u32 = 1 << 2;
+
 #[derive(Debug)]
 struct Sq {
     /// Entries that did not fit in the submission queue, oldest first.
     backlog: VecDeque<squeue::Entry>,
 }
 
-/// Buffers the kernel picked for pooled receives, by token, from one reap.
-pub(crate) type Filled = Vec<(u64, Vec<u8>)>;
+/// Buffers the kernel picked for pooled receives, by token, from one reap, in
+/// the order of their completions; with each, whether the receive left data
+/// in the socket.
+pub(crate) type Filled = Vec<(u64, Vec<u8>, bool)>;
 
 pub(crate) struct Uring {
     ring: IoUring,
@@ -188,9 +196,13 @@ impl Uring {
     pub(crate) fn prepare(&self, op: &mut Op, token: u64) -> squeue::Entry {
         let fd = types::Fd(op.handle.raw_fd());
         let entry = match &mut op.req {
+            // Unless the last receive left data in the socket, the data is
+            // not there yet (a server re-arms its receive as it sends the
+            // reply): wait for readability first rather than fail a receive.
             Request::RecvPooled { buf } => match self.buf_ring() {
                 Some(ring) => opcode::Recv::new(fd, std::ptr::null_mut(), ring.buf_len())
                     .buf_group(bufring::GROUP)
+                    .ioprio(if op.handle.data_left() { 0 } else { POLL_FIRST })
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT),
                 None => {
@@ -455,9 +467,11 @@ impl Uring {
                 if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                     let ring = self.bufs.get().and_then(Option::as_ref);
                     let ring = ring.expect("a buffer is selected only from the port's ring");
+                    let left = cqe.flags() & SOCK_NONEMPTY != 0;
                     // SAFETY: `sort` runs under `self.cq` (see `drain`), the
                     // lock of the queue this ring's completions come from.
-                    filled.push((token, unsafe { ring.take(bid) }));
+                    let buf = unsafe { ring.take(bid) };
+                    filled.push((token, buf, left));
                 }
                 out.push((token, cqe.result()));
             }
