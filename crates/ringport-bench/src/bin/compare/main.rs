@@ -1,7 +1,8 @@
 //! Runs `ringport serve`, the tokio peer and the io_uring ceiling side by side
 //! under the same `ringport bench --json` load, and reports throughput,
 //! latency and server CPU time per message, with ratios against tokio and the
-//! ceiling (medians of `--runs` runs, servers interleaved within each run).
+//! ceiling (medians of `--runs` runs, servers interleaved within each run and
+//! in reverse order on every second run).
 //!
 //! ```text
 //! cargo build --release --workspace
@@ -117,9 +118,18 @@ fn measure_all(cfg: &Config) -> Vec<Row> {
             }
         }
     }
-    // Interleave: every cell once per run, so drift in machine load spreads evenly.
+    // Interleave: every cell once per run, so drift in machine load spreads
+    // evenly; within one load and thread count the servers go in reverse order
+    // on every second run (A B C, C B A, ...), so no server always runs first,
+    // on a machine that has just been quiet, or always last.
+    let per_group = cfg.servers.len().max(1);
     for run in 1..=cfg.runs {
-        for row in rows.iter_mut() {
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        if run % 2 == 0 {
+            order.chunks_mut(per_group).for_each(<[usize]>::reverse);
+        }
+        for i in order {
+            let row = &mut rows[i];
             let Some(kind) = cfg.servers.iter().find(|s| s.name == row.server) else {
                 continue;
             };

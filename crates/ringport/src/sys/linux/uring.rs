@@ -38,10 +38,9 @@ pub(crate) const WAKE: u64 = u64::MAX;
 pub(crate) const CANCEL: u64 = u64::MAX - 1;
 
 /// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19, as buffer rings): wait for
-/// readability before trying the receive.
+/// readability before trying the receive. The `io-uring` crate keeps its
+/// constants private; its `Recv` builder takes the flag through `ioprio`.
 const POLL_FIRST: u16 = 1;
-/// `IORING_CQE_F_SOCK_NONEMPTY`: data was left in the socket after a receive.
-const SOCK_NONEMPTY: u32 = 1 << 2;
 
 #[derive(Debug)]
 struct Sq {
@@ -467,7 +466,7 @@ impl Uring {
                 if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                     let ring = self.bufs.get().and_then(Option::as_ref);
                     let ring = ring.expect("a buffer is selected only from the port's ring");
-                    let left = cqe.flags() & SOCK_NONEMPTY != 0;
+                    let left = cqueue::sock_nonempty(cqe.flags());
                     // SAFETY: `sort` runs under `self.cq` (see `drain`), the
                     // lock of the queue this ring's completions come from.
                     let buf = unsafe { ring.take(bid) };
