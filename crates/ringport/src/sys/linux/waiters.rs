@@ -168,13 +168,9 @@ pub(crate) struct Core {
     running: AtomicUsize,
     /// Set once, under `state`.
     closed: AtomicBool,
-    /// Packets taken out of the queue since the start (and those a running
-    /// thread took straight from its reap, see [`Core::take_reaped`]); with
-    /// what is queued, every completion queued since the start. Counted by
-    /// the dequeues, once for all a dequeue takes, so that a post is one
-    /// compare-exchange on the queue and no other locked instruction. On a
-    /// cache line of its own.
-    taken: crossbeam_utils::CachePadded<AtomicU64>,
+    /// Packets queued since the start; written by producers only, on a cache
+    /// line of its own.
+    pushed: crossbeam_utils::CachePadded<AtomicU64>,
     /// Operations accepted and not yet reaped: while non-zero, one waiter must
     /// sleep in the kernel. Paired with `stacked` (both `SeqCst`): a starter
     /// raises this then reads `stacked`; a waiter raises `stacked` then reads this.
@@ -210,7 +206,7 @@ impl Core {
             concurrency,
             running: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            taken: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
+            pushed: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
             inflight: AtomicUsize::new(0),
             stacked: AtomicUsize::new(0),
             has_poller: AtomicBool::new(false),
@@ -250,22 +246,12 @@ impl Core {
             out.push(e.into_completion());
             n += 1;
         }
-        if n > 0 {
-            self.taken.fetch_add(n as u64, Relaxed);
-        }
         n
     }
 
     #[inline]
     fn pop_one(&self) -> Option<Completion> {
-        self.pop_entry().map(Entry::into_completion)
-    }
-
-    #[inline]
-    fn pop_entry(&self) -> Option<Entry> {
-        let e = self.queue.pop()?;
-        self.taken.fetch_add(1, Relaxed);
-        Some(e)
+        self.queue.pop().map(Entry::into_completion)
     }
 
     /// A thread that runs on the port dequeues again: like Windows, which
@@ -285,7 +271,7 @@ impl Core {
     #[inline]
     pub(crate) fn take_one_again(&self) -> Option<Entry> {
         if self.may_take_again() {
-            self.pop_entry()
+            self.queue.pop()
         } else {
             None
         }
@@ -303,7 +289,7 @@ impl Core {
             return 0;
         }
         let k = n.min(max);
-        self.taken.fetch_add(k as u64, Relaxed);
+        self.pushed.fetch_add(k as u64, Relaxed);
         k
     }
 
@@ -401,9 +387,12 @@ impl Core {
         if self.closed.load(SeqCst) {
             return false; // the items are dropped here
         }
+        let mut n = 0;
         for e in items {
             self.queue.push(e);
+            n += 1;
         }
+        self.pushed.fetch_add(n, Relaxed);
         if self.closed.load(SeqCst) {
             // `close` may have emptied the queue before these landed.
             while self.pop_one().is_some() {}
@@ -488,15 +477,11 @@ impl Core {
     }
 
     pub(crate) fn counts(&self) -> Counts {
-        // Taken first: a packet taken between the two reads is then counted
-        // neither way, never twice.
-        let taken = self.taken.load(SeqCst);
-        let queued = self.queue.len();
         Counts {
-            queued,
+            queued: self.queue.len(),
             running: self.running.load(SeqCst),
             waiting: self.stacked.load(SeqCst),
-            completed: taken + queued as u64,
+            completed: self.pushed.load(Relaxed),
         }
     }
 
