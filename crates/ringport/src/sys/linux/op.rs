@@ -72,6 +72,22 @@ impl Entry {
         }
     }
 
+    /// `out.push(self.into_completion())`, with the completion made straight
+    /// in the vector's free slot: one made on the stack and then copied in
+    /// stalls the copy (its fields are stored piecewise and loaded back in
+    /// 16-byte chunks, which store forwarding cannot serve).
+    #[inline]
+    pub(crate) fn push_into(self, out: &mut Vec<Completion>) {
+        if out.len() == out.capacity() {
+            out.reserve(1);
+        }
+        let len = out.len();
+        out.spare_capacity_mut()[0].write(self.into_completion());
+        // SAFETY: the slot at `len`, within the capacity, was written just
+        // above.
+        unsafe { out.set_len(len + 1) };
+    }
+
     #[inline]
     pub(crate) fn into_completion(self) -> Completion {
         match self {

@@ -482,6 +482,15 @@ impl Port {
     /// `GetQueuedCompletionStatus`.
     #[inline]
     pub(crate) fn get(self: &Arc<Self>, timeout: Option<Duration>) -> Result<Completion, GetError> {
+        // The plain hand-off first (a running thread, nothing in flight, a
+        // packet queued): the entry goes from the queue straight into the
+        // completion, where each copy of it in between stalled on store
+        // forwarding.
+        if self.core.inflight() == 0 && thread::is_running_on(self) {
+            if let Some(e) = self.core.take_one_again() {
+                return Ok(e.into_completion());
+            }
+        }
         let take = |core: &Core, reaped: &mut Vec<Entry>| match reaped.pop() {
             Some(e) => Some(e),
             None => core.take_one_again(),
@@ -514,7 +523,8 @@ impl Port {
                 return core.take_again(out, max);
             }
             let n = reaped.len();
-            out.extend(reaped.drain(..).map(Entry::into_completion));
+            out.reserve(n);
+            reaped.drain(..).for_each(|e| e.push_into(out));
             Some(n)
         };
         if let Some(n) = self.get_fast(timeout, max, take)? {

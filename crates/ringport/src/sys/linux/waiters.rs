@@ -243,7 +243,7 @@ impl Core {
         let mut n = 0;
         while n < max {
             let Some(e) = self.queue.pop() else { break };
-            out.push(e.into_completion());
+            e.push_into(out);
             n += 1;
         }
         n
