@@ -118,17 +118,8 @@ fn measure_all(cfg: &Config) -> Vec<Row> {
             }
         }
     }
-    // Interleave: every cell once per run, so drift in machine load spreads
-    // evenly; within one load and thread count the servers go in reverse order
-    // on every second run (A B C, C B A, ...), so no server always runs first,
-    // on a machine that has just been quiet, or always last.
-    let per_group = cfg.servers.len().max(1);
     for run in 1..=cfg.runs {
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        if run % 2 == 0 {
-            order.chunks_mut(per_group).for_each(<[usize]>::reverse);
-        }
-        for i in order {
+        for i in run_order(rows.len(), cfg.servers.len(), run) {
             let row = &mut rows[i];
             let Some(kind) = cfg.servers.iter().find(|s| s.name == row.server) else {
                 continue;
@@ -230,6 +221,21 @@ fn config(args: &Args) -> Result<Config, String> {
     })
 }
 
+/// The order of the rows (`per_group` servers for each load and thread
+/// count, in that order) in run `run`: every cell once per run, so drift in
+/// machine load spreads evenly, and within each group the servers in reverse
+/// order on every second run (A B C, C B A, ...), so no server always runs
+/// first, on a machine that has just been quiet, or always last.
+fn run_order(rows: usize, per_group: usize, run: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rows).collect();
+    if run % 2 == 0 {
+        order
+            .chunks_mut(per_group.max(1))
+            .for_each(<[usize]>::reverse);
+    }
+    order
+}
+
 fn list<T>(s: &str, flag: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
     let v: Option<Vec<T>> = s.split(',').map(|x| f(x.trim())).collect();
     match v {
@@ -243,4 +249,18 @@ fn own_dir() -> Result<PathBuf, String> {
     exe.parent()
         .map(Path::to_path_buf)
         .ok_or_else(|| "this program has no directory".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_order;
+
+    #[test]
+    fn servers_go_in_reverse_order_on_every_second_run() {
+        // Two groups (a load at two thread counts) of three servers.
+        assert_eq!(run_order(6, 3, 1), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(run_order(6, 3, 2), [2, 1, 0, 5, 4, 3]);
+        assert_eq!(run_order(6, 3, 3), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(run_order(0, 0, 2), [0usize; 0]);
+    }
 }
