@@ -1,6 +1,6 @@
 //! The results: medians, ratios against tokio and the ceiling, as markdown and JSON.
 
-use ringport_bench::stats::median;
+use ringport_bench::stats::{median, median_ci};
 use serde_json::json;
 
 use crate::measure::{Sample, Scenario};
@@ -59,15 +59,22 @@ fn peer_ratio(rows: &[Row], row: &Row, name: &str, f: Metric) -> Option<f64> {
 
 /// The median over runs of `a`'s figure over `b`'s in the same run.
 fn paired_ratio(a: &Row, b: &Row, f: Metric) -> Option<f64> {
-    let per_run: Vec<f64> = a
-        .samples
+    median(&values(&per_run(a, b, f)))
+}
+
+/// `a`'s figure over `b`'s, run by run, for the runs both have.
+fn per_run(a: &Row, b: &Row, f: Metric) -> Vec<(usize, f64)> {
+    a.samples
         .iter()
         .filter_map(|(run, s)| {
             let (_, p) = b.samples.iter().find(|(r, _)| r == run)?;
-            ratio(f(s), f(p))
+            Some((*run, ratio(f(s), f(p))?))
         })
-        .collect();
-    median(&per_run)
+        .collect()
+}
+
+fn values(v: &[(usize, f64)]) -> Vec<f64> {
+    v.iter().map(|&(_, x)| x).collect()
 }
 
 fn ratio(a: f64, b: f64) -> Option<f64> {
@@ -128,6 +135,7 @@ pub fn markdown(rows: &[Row]) -> String {
     );
     s.push_str(&scaling(rows));
     s.push_str(&syscalls(rows));
+    s.push_str(&budget_markdown(rows));
     s
 }
 
@@ -217,7 +225,21 @@ pub fn to_json(rows: &[Row], meta: serde_json::Value) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "meta": meta, "results": results })
+    let lines: Vec<_> = budget(rows)
+        .iter()
+        .map(|l| {
+            json!({
+                "server": l.server, "line": l.line, "bound": l.bound,
+                "higher_is_better": l.higher_is_better,
+                "per_run": l.per_run.iter().map(|&(r, x)| json!([r, x])).collect::<Vec<_>>(),
+                "median": median(&values(&l.per_run)),
+                "ci_lo": l.ci().map(|c| c.lo), "ci_hi": l.ci().map(|c| c.hi),
+                "ci_confidence": l.ci().map(|c| c.confidence),
+                "runs_met": l.runs_met(), "verdict": l.verdict(),
+            })
+        })
+        .collect();
+    json!({ "meta": meta, "results": results, "budget": lines })
 }
 
 /// The per-run-median ratios of one row against a peer, as JSON.
@@ -228,4 +250,268 @@ fn ratios(rows: &[Row], row: &Row, peer: &str) -> serde_json::Value {
         "p99_us": peer_ratio(rows, row, peer, |s| s.p99_us),
         "server_cpu_us_per_msg": peer_ratio(rows, row, peer, |s| s.cpu_us_per_msg),
     })
+}
+
+/// The confidence asked of the interval around each budget line's median.
+const LEVEL: f64 = 0.95;
+
+/// One line of DESIGN.md section 5 that `compare` can judge, for one server.
+#[derive(Debug)]
+struct Line {
+    server: &'static str,
+    line: String,
+    /// The ratio the line allows (at most, or at least).
+    bound: f64,
+    higher_is_better: bool,
+    /// The ratio in each run, by run number.
+    per_run: Vec<(usize, f64)>,
+}
+
+impl Line {
+    fn meets(&self, r: f64) -> bool {
+        if self.higher_is_better {
+            r >= self.bound
+        } else {
+            r <= self.bound
+        }
+    }
+
+    fn ci(&self) -> Option<ringport_bench::stats::Interval> {
+        median_ci(&values(&self.per_run), LEVEL)
+    }
+
+    fn runs_met(&self) -> usize {
+        self.per_run.iter().filter(|&&(_, r)| self.meets(r)).count()
+    }
+
+    /// Met when the whole confidence interval of the median meets the
+    /// bound, not met when none of it does, else undecided: on a noisy
+    /// machine a median a hair on either side says nothing by itself.
+    fn verdict(&self) -> &'static str {
+        match self.ci() {
+            None => "not measured",
+            Some(c) if self.meets(c.lo) && self.meets(c.hi) => "met",
+            Some(c) if !self.meets(c.lo) && !self.meets(c.hi) => "not met",
+            Some(_) => "undecided",
+        }
+    }
+}
+
+/// The budget lines for every ringport server in `rows`, at one server
+/// thread (and the gain to the most threads measured).
+fn budget(rows: &[Row]) -> Vec<Line> {
+    let find = |server: &str, conns: usize, size: usize, threads: usize| {
+        rows.iter().find(|r| {
+            r.server == server
+                && r.threads == threads
+                && r.scenario.connections == conns
+                && r.scenario.size == size
+        })
+    };
+    let hi = rows.iter().map(|r| r.threads).max().unwrap_or(1);
+    let mut lines = Vec::new();
+    let mut servers: Vec<&'static str> = rows
+        .iter()
+        .map(|r| r.server)
+        .filter(|s| s.starts_with("ringport"))
+        .collect();
+    servers.dedup();
+    for server in servers {
+        let mut line = |text: &str, bound, higher_is_better, per_run: Vec<(usize, f64)>| {
+            if !per_run.is_empty() {
+                lines.push(Line {
+                    server,
+                    line: text.to_string(),
+                    bound,
+                    higher_is_better,
+                    per_run,
+                });
+            }
+        };
+        let against = |conns, size, peer: &str, f: Metric| match (
+            find(server, conns, size, 1),
+            find(peer, conns, size, 1),
+        ) {
+            (Some(a), Some(b)) => per_run(a, b, f),
+            _ => Vec::new(),
+        };
+        let cpu: Metric = |s| s.cpu_us_per_msg;
+        line(
+            "50 x 64 B, 1 thread: CPU/msg at most tokio's",
+            1.0,
+            false,
+            against(50, 64, "tokio", cpu),
+        );
+        line(
+            "50 x 64 B, 1 thread: CPU/msg at most 1.05x the ceiling's",
+            1.05,
+            false,
+            against(50, 64, "ceiling", cpu),
+        );
+        line(
+            "50 x 64 B, 1 thread: msgs/s at least tokio's",
+            1.0,
+            true,
+            against(50, 64, "tokio", |s| s.msgs_per_sec),
+        );
+        line(
+            "50 x 64 B, 1 thread: p99 no worse than tokio's",
+            1.0,
+            false,
+            against(50, 64, "tokio", |s| s.p99_us),
+        );
+        line(
+            "10 x 16 KiB, 1 thread: MB/s at least 0.9x the ceiling's",
+            0.9,
+            true,
+            against(10, 16384, "ceiling", |s| s.mb_per_sec),
+        );
+        if hi > 1 {
+            for (conns, size, label) in [(50, 64, "64 B"), (10, 16384, "16 KiB")] {
+                let gain =
+                    |name: &str| match (find(name, conns, size, hi), find(name, conns, size, 1)) {
+                        (Some(h), Some(l)) => per_run(h, l, |s| s.msgs_per_sec),
+                        _ => Vec::new(),
+                    };
+                let (ours, tokio) = (gain(server), gain("tokio"));
+                let rel: Vec<(usize, f64)> = ours
+                    .iter()
+                    .filter_map(|&(run, g)| {
+                        let &(_, t) = tokio.iter().find(|(r, _)| *r == run)?;
+                        Some((run, ratio(g, t)?))
+                    })
+                    .collect();
+                line(&format!("1 -> {hi} threads, {label}: msgs/s gain at least tokio's (ratio of the gains)"), 1.0, true, rel);
+            }
+        }
+    }
+    lines
+}
+
+/// The budget lines as a table: every run's ratio, the median, its
+/// confidence interval and the verdict it allows.
+fn budget_markdown(rows: &[Row]) -> String {
+    let lines = budget(rows);
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n| server | budget line (DESIGN.md §5) | ratio in each run | median | interval of the median | runs that meet it | verdict |\n\
+         |---|---|---|---:|---|---:|---|\n",
+    );
+    for l in &lines {
+        let runs: Vec<String> = l.per_run.iter().map(|(_, r)| format!("{r:.2}")).collect();
+        let ci = l.ci().map_or("-".into(), |c| {
+            format!(
+                "{:.2}x to {:.2}x ({:.0}%)",
+                c.lo,
+                c.hi,
+                c.confidence * 100.0
+            )
+        });
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} of {} | {} |\n",
+            l.server,
+            l.line,
+            runs.join(", "),
+            fmt_ratio(median(&values(&l.per_run))),
+            ci,
+            l.runs_met(),
+            l.per_run.len(),
+            l.verdict(),
+        ));
+    }
+    s.push_str(&format!(
+        "\nThe interval: a distribution-free confidence interval of the median of the per-run \
+         ratios (order statistics, at least {:.0}% where the runs allow; with fewer than 6 runs, \
+         the range of all of them). Met: the whole interval meets the line; not met: none of it \
+         does; undecided: the runs cannot tell.\n",
+        LEVEL * 100.0
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{Sample, Scenario};
+
+    fn sample(msgs: f64, cpu: f64, p99: f64) -> Sample {
+        Sample {
+            msgs_per_sec: msgs,
+            mb_per_sec: msgs * 64.0 / 1e6,
+            p50_us: p99 / 2.0,
+            p99_us: p99,
+            cpu_us_per_msg: cpu,
+            user_us_per_msg: cpu / 10.0,
+            cpu_util: 0.9,
+            uring_enters_per_msg: None,
+            syscalls_per_msg: None,
+        }
+    }
+
+    fn row(server: &'static str, threads: usize, runs: &[(f64, f64, f64)]) -> Row {
+        Row {
+            scenario: Scenario {
+                connections: 50,
+                size: 64,
+            },
+            threads,
+            server,
+            banner: String::new(),
+            samples: runs
+                .iter()
+                .enumerate()
+                .map(|(i, &(m, c, p))| (i + 1, sample(m, c, p)))
+                .collect(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn verdict(lines: &[Line], text: &str) -> (&'static str, usize, Vec<f64>) {
+        let l = lines.iter().find(|l| l.line.starts_with(text)).expect(text);
+        (l.verdict(), l.runs_met(), values(&l.per_run))
+    }
+
+    #[test]
+    fn budget_lines_judge_the_interval_not_the_median() {
+        // Six runs: the interval is the 1st to the 6th value (96.9%).
+        let rows = vec![
+            // CPU/msg always below tokio's: met. msgs/s above in 4 of 6 runs: undecided.
+            // p99 always above tokio's: not met.
+            row(
+                "ringport-io_uring",
+                1,
+                &[
+                    (110.0, 4.0, 600.0),
+                    (90.0, 4.5, 700.0),
+                    (105.0, 4.2, 650.0),
+                    (95.0, 4.1, 620.0),
+                    (101.0, 4.3, 610.0),
+                    (102.0, 4.4, 640.0),
+                ],
+            ),
+            row("tokio", 1, &[(100.0, 5.0, 500.0); 6]),
+            row("ringport-io_uring", 2, &[(120.0, 4.0, 600.0); 6]),
+            row("tokio", 2, &[(110.0, 5.0, 500.0); 6]),
+        ];
+        let lines = budget(&rows);
+        let (v, met, runs) = verdict(&lines, "50 x 64 B, 1 thread: CPU/msg at most tokio's");
+        assert_eq!((v, met), ("met", 6));
+        assert_eq!(runs[0], 0.8);
+        assert_eq!(
+            verdict(&lines, "50 x 64 B, 1 thread: msgs/s").0,
+            "undecided"
+        );
+        assert_eq!(verdict(&lines, "50 x 64 B, 1 thread: msgs/s").1, 4);
+        assert_eq!(verdict(&lines, "50 x 64 B, 1 thread: p99").0, "not met");
+        // No ceiling measured: no line against it.
+        assert!(lines.iter().all(|l| !l.line.contains("ceiling")));
+        // Gain: ours 120/110 (run 1) ... against tokio's 1.1 in every run.
+        let (_, _, gains) = verdict(&lines, "1 -> 2 threads, 64 B");
+        assert!((gains[0] - (120.0 / 110.0) / 1.1).abs() < 1e-12);
+        assert!(markdown(&rows).contains(
+            "| ringport-io_uring | 50 x 64 B, 1 thread: CPU/msg at most tokio's | 0.80, "
+        ));
+    }
 }
