@@ -6,6 +6,7 @@
 mod util;
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::Shutdown;
 use std::time::Duration;
 
@@ -183,5 +184,130 @@ fn every_receive_gets_the_next_bytes_whenever_they_arrive() {
         }
         assert_eq!(got, late);
         assert_nothing_more(&port, Duration::from_millis(20));
+    });
+}
+
+/// Several pooled receives on one socket complete once each, each with the
+/// next bytes. Which of them completes first is the kernel's choice (on
+/// io_uring each waits for readability on its own), as DESIGN.md section 1
+/// allows for I/O on one handle.
+#[test]
+fn several_receives_on_one_socket_each_complete_once() {
+    each_backend(|_, b| {
+        let port = pooled_port(b, 8, 1024);
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        let ids: Vec<_> = (0..3)
+            .map(|u| port.recv_pooled(&sock, u).unwrap())
+            .collect();
+        let mut seen = Vec::new();
+        for msg in [&b"first"[..], b"second", b"third"] {
+            util::write_all(&mut client, msg);
+            let mut c = util::get(&port);
+            assert_eq!(c.id(), Some(ids[c.user() as usize]));
+            assert_eq!(c.take_buf().unwrap(), msg);
+            seen.push(c.user());
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [0, 1, 2], "each receive exactly once");
+        assert_nothing_more(&port, Duration::from_millis(20));
+        assert_eq!(port.stats().in_flight, 0);
+    });
+}
+
+/// A socket the program stops reading keeps what comes next for the next
+/// receive, in order, with nothing lost or repeated; closing it then gives
+/// everything back.
+#[test]
+fn data_sent_while_nobody_receives_waits_for_the_next_receive() {
+    each_backend(|_, b| {
+        let port = pooled_port(b, 16, 1024);
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        port.recv_pooled(&sock, 0).unwrap();
+        util::write_all(&mut client, b"hello");
+        let mut c = util::get(&port);
+        assert_eq!(c.take_buf().unwrap(), b"hello");
+        drop(c);
+        // Nobody receives: 64 KiB in small pieces (well within the socket's
+        // buffers), while other completions keep the port busy.
+        let data = util::pattern(64 * 1024, 3);
+        for (i, piece) in data.chunks(700).enumerate() {
+            util::write_all(&mut client, piece);
+            util::post(&port, i as u64).unwrap();
+            let _ = util::get(&port);
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(port.stats().in_flight, 0, "no receive of the caller's");
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            port.recv_pooled(&sock, 1).unwrap();
+            let mut c = util::get(&port);
+            assert_eq!((c.kind(), c.user()), (OpKind::Recv, 1));
+            let n = c.take_result().unwrap();
+            assert!(n > 0, "data, not the end of the stream");
+            let buf = c.take_buf().unwrap();
+            assert_eq!(buf.len(), n);
+            got.extend_from_slice(&buf);
+            port.recycle(buf);
+        }
+        assert_eq!(got, data);
+        assert_nothing_more(&port, Duration::from_millis(20));
+        util::write_all(&mut client, b"unread");
+        std::thread::sleep(Duration::from_millis(20));
+        sock.close();
+        client.set_read_timeout(Some(util::LONG)).unwrap();
+        let mut b = [0; 1];
+        // Closed with data unread: a reset, or the end of the stream (not a
+        // timeout: the socket must close with nothing of the caller's in
+        // flight, though nothing dequeues).
+        match client.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the socket did not close: {other:?}"),
+        }
+        util::wait_until("nothing in flight", || port.stats().in_flight == 0);
+    });
+}
+
+#[test]
+fn cancelling_one_waiting_receive_leaves_the_next() {
+    each_backend(|_, b| {
+        let port = pooled_port(b, 8, 1024);
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        let first = port.recv_pooled(&sock, 1).unwrap();
+        let second = port.recv_pooled(&sock, 2).unwrap();
+        port.cancel(&sock, Some(first)).unwrap();
+        let c = util::get(&port);
+        assert_eq!((c.user(), c.id()), (1, Some(first)));
+        assert!(c.is_aborted());
+        util::write_all(&mut client, b"for the second");
+        let mut c = util::get(&port);
+        assert_eq!((c.user(), c.id()), (2, Some(second)));
+        assert_eq!(c.take_buf().unwrap(), b"for the second");
+        assert_nothing_more(&port, Duration::from_millis(20));
+    });
+}
+
+/// The last handle dropped after a pooled receive completed closes the
+/// socket, as with any handle that has nothing in flight (a port that keeps
+/// a receive of its own armed must end it then).
+#[test]
+fn dropping_the_last_handle_after_a_receive_closes_the_socket() {
+    each_backend(|_, b| {
+        let port = pooled_port(b, 8, 1024);
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        port.recv_pooled(&sock, 0).unwrap();
+        util::write_all(&mut client, b"ping");
+        let mut c = util::get(&port);
+        assert_eq!(c.take_result().unwrap(), 4);
+        assert_eq!(port.stats().in_flight, 0);
+        drop(c);
+        drop(sock);
+        client.set_read_timeout(Some(util::LONG)).unwrap();
+        let mut b = [0; 1];
+        assert_eq!(client.read(&mut b).unwrap(), 0, "last handle gone: closed");
     });
 }
