@@ -310,12 +310,14 @@ fn budget(rows: &[Row]) -> Vec<Line> {
     };
     let hi = rows.iter().map(|r| r.threads).max().unwrap_or(1);
     let mut lines = Vec::new();
-    let mut servers: Vec<&'static str> = rows
-        .iter()
-        .map(|r| r.server)
-        .filter(|s| s.starts_with("ringport"))
-        .collect();
-    servers.dedup();
+    // Each ringport server once, in the order measured (rows repeat the
+    // servers for every load and thread count).
+    let mut servers: Vec<&'static str> = Vec::new();
+    for r in rows {
+        if r.server.starts_with("ringport") && !servers.contains(&r.server) {
+            servers.push(r.server);
+        }
+    }
     for server in servers {
         let mut line = |text: &str, bound, higher_is_better, per_run: Vec<(usize, f64)>| {
             if !per_run.is_empty() {
@@ -510,6 +512,20 @@ mod tests {
         // Gain: ours 120/110 (run 1) ... against tokio's 1.1 in every run.
         let (_, _, gains) = verdict(&lines, "1 -> 2 threads, 64 B");
         assert!((gains[0] - (120.0 / 110.0) / 1.1).abs() < 1e-12);
+        // Two ringport servers, interleaved with the peers as `compare`
+        // orders rows: each gets each line once.
+        let mut two = rows;
+        two.insert(1, row("ringport-epoll", 1, &[(100.0, 4.0, 600.0); 6]));
+        two.insert(4, row("ringport-epoll", 2, &[(110.0, 4.0, 600.0); 6]));
+        let lines = budget(&two);
+        for server in ["ringport-io_uring", "ringport-epoll"] {
+            let n = lines
+                .iter()
+                .filter(|l| l.server == server && l.line.starts_with("50 x 64 B, 1 thread: p99"))
+                .count();
+            assert_eq!(n, 1, "{server}");
+        }
+        let rows = two;
         assert!(markdown(&rows).contains(
             "| ringport-io_uring | 50 x 64 B, 1 thread: CPU/msg at most tokio's | 0.80, "
         ));
