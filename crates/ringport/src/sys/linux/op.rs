@@ -9,7 +9,7 @@ use std::sync::Arc;
 use socket2::{SockAddr, SockAddrStorage};
 
 use super::handle::Handle as SysHandle;
-use crate::completion::{Completion, OpId, Packet};
+use crate::completion::{Completion, OpId, OpKind, Packet};
 use crate::handle::Handle;
 use crate::op::Request;
 use crate::pool::BufPool;
@@ -82,7 +82,28 @@ impl Entry {
             out.reserve(1);
         }
         let len = out.len();
-        out.spare_capacity_mut()[0].write(self.into_completion());
+        let slot = out.spare_capacity_mut()[0].as_mut_ptr();
+        match self {
+            // The common hand-off, field by field: even `write` of a whole
+            // completion builds it on the stack first and copies it over.
+            Entry::Posted { bytes, key, user } => {
+                // SAFETY: `slot` is the vector's first free slot, valid for
+                // writes and aligned; each field is written once, in place,
+                // and together they make a whole `Completion`.
+                unsafe {
+                    std::ptr::addr_of_mut!((*slot).kind).write(OpKind::Post);
+                    std::ptr::addr_of_mut!((*slot).key).write(key);
+                    std::ptr::addr_of_mut!((*slot).user).write(user);
+                    std::ptr::addr_of_mut!((*slot).id).write(None);
+                    std::ptr::addr_of_mut!((*slot).result).write(Ok(bytes as usize));
+                    std::ptr::addr_of_mut!((*slot).buf).write(None);
+                    std::ptr::addr_of_mut!((*slot).handle).write(None);
+                    std::ptr::addr_of_mut!((*slot).accepted).write(None);
+                }
+            }
+            // SAFETY: as above; `write` fills the whole slot.
+            e => unsafe { slot.write(e.into_completion()) },
+        }
         // SAFETY: the slot at `len`, within the capacity, was written just
         // above.
         unsafe { out.set_len(len + 1) };
