@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ringport_bench::handoff::{self, Pattern, Transport};
 
 fn bench(c: &mut Criterion) {
-    for pattern in [Pattern::Stream, Pattern::StreamBatched, Pattern::PingPong] {
+    for pattern in Pattern::ALL {
         let mut group = c.benchmark_group(format!("handoff/{pattern}"));
         group.throughput(Throughput::Elements(1));
         group.measurement_time(Duration::from_secs(3));

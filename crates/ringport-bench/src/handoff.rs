@@ -48,6 +48,10 @@ pub enum Pattern {
     /// Two threads bounce one packet back and forth `n` times (two queues,
     /// one per direction); measures wake-up latency, not queue throughput.
     PingPong,
+    /// One thread posts [`BATCH`] packets, then takes them back in one
+    /// batched dequeue, until `n` have gone through: what a packet costs
+    /// the two ends without another core's cache in the way.
+    OneThread,
 }
 
 impl fmt::Display for Pattern {
@@ -56,8 +60,19 @@ impl fmt::Display for Pattern {
             Pattern::Stream => "stream",
             Pattern::StreamBatched => "stream, batched dequeue",
             Pattern::PingPong => "ping-pong",
+            Pattern::OneThread => "one thread, batches",
         })
     }
+}
+
+impl Pattern {
+    /// Every pattern, in the order the reports list them.
+    pub const ALL: [Pattern; 4] = [
+        Pattern::Stream,
+        Pattern::StreamBatched,
+        Pattern::PingPong,
+        Pattern::OneThread,
+    ];
 }
 
 /// Runs `n` hand-offs (round trips for [`Pattern::PingPong`]) and returns
@@ -84,6 +99,8 @@ pub fn run_on(
 ) -> io::Result<Duration> {
     match (transport, pattern) {
         (Transport::Port, Pattern::PingPong) => port_ping_pong(backend, n),
+        (Transport::Port, Pattern::OneThread) => port_one_thread(backend, n),
+        (Transport::Channel, Pattern::OneThread) => channel_one_thread(n),
         (Transport::Port, p) => port_stream(backend, n, p == Pattern::StreamBatched),
         (Transport::Channel, Pattern::PingPong) => channel_ping_pong(n),
         (Transport::Channel, p) => channel_stream(n, p == Pattern::StreamBatched),
@@ -191,6 +208,43 @@ fn channel_stream(n: u64, batched: bool) -> io::Result<Duration> {
     )
 }
 
+/// How many packets the next batch of a one-thread run holds.
+fn batch_after(sent: u64, n: u64) -> u64 {
+    (n - sent).min(BATCH as u64)
+}
+
+fn port_one_thread(backend: Backend, n: u64) -> io::Result<Duration> {
+    let port = new_port(backend)?;
+    let mut out = Vec::with_capacity(BATCH);
+    let mut next = 0;
+    let start = Instant::now();
+    while next < n {
+        let k = batch_after(next, n);
+        (next..next + k).try_for_each(|i| port.post(packet(i)))?;
+        port.get_many(&mut out, BATCH, None)?;
+        for c in out.drain(..) {
+            take_next(&mut next, c.user())?;
+        }
+    }
+    Ok(start.elapsed())
+}
+
+fn channel_one_thread(n: u64) -> io::Result<Duration> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Packet>();
+    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "channel closed");
+    let mut next = 0;
+    let start = Instant::now();
+    while next < n {
+        let k = batch_after(next, n);
+        (next..next + k).try_for_each(|i| tx.send(packet(i)).map_err(|_| gone()))?;
+        let first = rx.recv().map_err(|_| gone())?;
+        for p in std::iter::once(first).chain(rx.try_iter().take(BATCH - 1)) {
+            take_next(&mut next, p.user)?;
+        }
+    }
+    Ok(start.elapsed())
+}
+
 fn port_ping_pong(backend: Backend, n: u64) -> io::Result<Duration> {
     let (ping, pong) = (new_port(backend)?, new_port(backend)?);
     let (ping2, pong2) = (ping.clone(), pong.clone());
@@ -258,7 +312,7 @@ mod tests {
             return;
         }
         for t in [Transport::Port, Transport::Channel] {
-            for p in [Pattern::Stream, Pattern::StreamBatched, Pattern::PingPong] {
+            for p in Pattern::ALL {
                 run(t, p, 1000).unwrap_or_else(|e| panic!("{t} {p}: {e}"));
             }
         }

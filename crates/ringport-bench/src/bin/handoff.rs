@@ -15,7 +15,7 @@ use ringport_bench::handoff::{self, Pattern, Transport};
 use ringport_bench::{machine, stats};
 
 const USAGE: &str = "usage: handoff [--runs N (5)] [--count HAND-OFFS PER RUN (1000000)] \
-                     [--pattern stream|batched|ping-pong] [--backend auto|io_uring|epoll] [--json]";
+                     [--pattern stream|batched|ping-pong|one-thread] [--backend auto|io_uring|epoll] [--json]";
 
 fn main() -> ExitCode {
     ringport_bench::args::main_with("handoff", USAGE, run)
@@ -52,13 +52,14 @@ fn run() -> Result<(), String> {
     eprintln!("{count} hand-offs per run, median of {runs} runs, port and channel interleaved");
     let mut rows = Vec::new();
     let patterns = match args.str("pattern") {
-        None => vec![Pattern::Stream, Pattern::StreamBatched, Pattern::PingPong],
+        None => Pattern::ALL.to_vec(),
         Some("stream") => vec![Pattern::Stream],
         Some("batched") => vec![Pattern::StreamBatched],
         Some("ping-pong") => vec![Pattern::PingPong],
+        Some("one-thread") => vec![Pattern::OneThread],
         Some(p) => {
             return Err(format!(
-                "--pattern {p:?}: expected stream, batched or ping-pong"
+                "--pattern {p:?}: expected stream, batched, ping-pong or one-thread"
             ))
         }
     };
