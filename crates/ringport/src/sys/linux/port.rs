@@ -255,7 +255,7 @@ impl Port {
         if self.core.is_closed() {
             return Err(port_closed());
         }
-        if self.core.push([Entry::posted(packet)], None) {
+        if self.core.push_posted(packet) {
             self.driver.wake();
         }
         Ok(())

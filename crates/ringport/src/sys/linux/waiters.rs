@@ -24,7 +24,7 @@ use std::sync::Arc;
 use sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Thread};
 
 use super::op::Entry;
-use crate::completion::Completion;
+use crate::completion::{Completion, Packet};
 
 /// The primitives of the core: std's, or loom's when model checking
 /// (`--cfg loom`), so every interleaving of its locks, atomics and wake-ups can
@@ -371,13 +371,34 @@ impl Core {
     }
 
     /// Queues completions and hands them out. Returns true when the poller
-    /// (which is not `me`) was served and must be woken from the kernel.
+    /// (which is not `me`) was served and must be woken from the kernel. The
+    /// port itself queues with [`Core::enqueue`] and [`Core::hand_out`]
+    /// (reaped operations) or [`Core::push_posted`] (a post).
+    #[cfg(test)]
     pub(crate) fn push(
         &self,
         items: impl IntoIterator<Item = Entry>,
         me: Option<&Arc<Waiter>>,
     ) -> bool {
         self.enqueue(items) && self.hand_out(me)
+    }
+
+    /// Queues one posted packet and hands it out, as `push` does. The
+    /// hand-off's path: the entry is made here, next to the queue's push,
+    /// not copied through an iterator (each copy of it stalled on store
+    /// forwarding).
+    #[inline]
+    pub(crate) fn push_posted(&self, p: Packet) -> bool {
+        if self.closed.load(SeqCst) {
+            return false;
+        }
+        self.queue.push(Entry::posted(p));
+        self.pushed.fetch_add(1, Relaxed);
+        if self.closed.load(SeqCst) {
+            while self.pop_one().is_some() {}
+            return false;
+        }
+        self.hand_out(None)
     }
 
     /// Queues completions without handing them out, for a running thread that

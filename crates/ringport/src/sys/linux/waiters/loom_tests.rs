@@ -8,12 +8,16 @@ use super::*;
 use crate::completion::Packet;
 use loom::thread;
 
-fn packet(user: u64) -> Entry {
-    Entry::posted(Packet {
+fn posted(user: u64) -> Packet {
+    Packet {
         bytes: 0,
         key: 0,
         user,
-    })
+    }
+}
+
+fn packet(user: u64) -> Entry {
+    Entry::posted(posted(user))
 }
 
 /// The parked half of `Port::wait`: `None` when the port closed.
@@ -75,14 +79,14 @@ fn spawn_dequeue(core: &Arc<Core>) -> thread::JoinHandle<Vec<u64>> {
 fn loom_take_again_races_push_and_waiter() {
     loom::model(|| {
         let core = Arc::new(Core::new(2));
-        core.push([packet(0)], None);
+        core.push_posted(posted(0));
         let runner = runner(&core);
         let waiter = spawn_dequeue(&core);
         let pusher = {
             let core = core.clone();
             thread::spawn(move || {
-                core.push([packet(1)], None);
-                core.push([packet(2)], None);
+                core.push_posted(posted(1));
+                core.push_posted(posted(2));
             })
         };
         let mut got = dequeue_as(&core, &runner, 1, true).expect("port open");
@@ -98,8 +102,8 @@ fn loom_two_waiters_two_packets() {
     loom::model(|| {
         let core = Arc::new(Core::new(2));
         let waiters: Vec<_> = (0..2).map(|_| spawn_dequeue(&core)).collect();
-        core.push([packet(1)], None);
-        core.push([packet(2)], None);
+        core.push_posted(posted(1));
+        core.push_posted(posted(2));
         let mut got: Vec<u64> = waiters
             .into_iter()
             .flat_map(|w| w.join().unwrap())
@@ -153,7 +157,7 @@ fn loom_leave_races_push() {
         let pusher = {
             let core = core.clone();
             thread::spawn(move || {
-                core.push([packet(5)], None);
+                core.push_posted(posted(5));
             })
         };
         let (status, _) = core.leave(&me);

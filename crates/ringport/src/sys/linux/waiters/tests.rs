@@ -3,12 +3,16 @@
 use super::*;
 use crate::completion::Packet;
 
-fn packet(user: u64) -> Entry {
-    Entry::posted(Packet {
+fn posted(user: u64) -> Packet {
+    Packet {
         bytes: 0,
         key: 0,
         user,
-    })
+    }
+}
+
+fn packet(user: u64) -> Entry {
+    Entry::posted(posted(user))
 }
 
 fn waiter() -> Arc<Waiter> {
@@ -64,7 +68,7 @@ fn arrive_takes_fifo_up_to_max_and_runs() {
 fn release_serves_the_most_recent_waiter() {
     let core = Core::new(1);
     let runner = waiter();
-    core.push([packet(0)], None);
+    core.push_posted(posted(0));
     let mut out = Vec::new();
     assert!(matches!(
         core.arrive(&runner, &mut out, 1, false, false),
@@ -94,12 +98,12 @@ fn most_recent_waiter_polls_while_operations_are_in_flight() {
     assert_eq!(a.status(), Status::Waiting);
     // A packet goes to b (LIFO), the poller: serving it means waking it
     // from the kernel. b keeps the role while it runs: a is not woken.
-    assert!(core.push([packet(7)], None));
+    assert!(core.push_posted(posted(7)));
     assert_eq!(b.status(), Status::Served);
     assert!(core.poller_away());
     assert_eq!(a.status(), Status::Waiting);
     // A post still goes to a at once (no kernel involved).
-    assert!(!core.push([packet(8)], None));
+    assert!(!core.push_posted(posted(8)));
     assert_eq!(a.status(), Status::Served);
     // b comes back: it polls again, with no one to wake.
     let mut out = Vec::new();
@@ -139,8 +143,8 @@ fn a_thread_away_that_takes_again_keeps_the_role() {
     // a reaps: b is served and away; then a is served (both run), and
     // packet 3 stays queued (the limit).
     assert!(!core.push([packet(1)], Some(&a)));
-    assert!(!core.push([packet(2)], None));
-    assert!(!core.push([packet(3)], None));
+    assert!(!core.push_posted(posted(2)));
+    assert!(!core.push_posted(posted(3)));
     // b dequeues again and takes packet 3 at once: it runs on, still due
     // to poll next, or nobody would.
     let mut got = Vec::new();
@@ -166,7 +170,7 @@ fn leaving_hands_polling_to_another_waiter() {
     assert_eq!(b.status(), Status::Polling);
     assert_eq!(core.counts().waiting, 1);
     // A waiter that was served before it could leave keeps its packets.
-    core.push([packet(3)], None);
+    core.push_posted(posted(3));
     assert_eq!(core.leave(&b).0, Status::Served);
 }
 
@@ -189,7 +193,7 @@ fn close_releases_everyone_and_drops_packets() {
         core.arrive(&w, &mut out, 1, false, false),
         Arrival::Closed
     ));
-    assert!(!core.push([packet(9)], None));
+    assert!(!core.push_posted(posted(9)));
     assert_eq!(core.counts().queued, 0);
 }
 
@@ -205,7 +209,7 @@ fn reacquire_may_exceed_the_limit() {
     core.reacquire(); // a is back while b runs
     assert_eq!(core.counts().running, 2);
     core.release(Some(&b));
-    core.push([packet(2)], None);
+    core.push_posted(posted(2));
     let w = waiter();
     // One still runs (a) and the limit is 1: the packet waits.
     assert!(matches!(
