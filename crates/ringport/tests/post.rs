@@ -129,6 +129,13 @@ fn many_threads_post_and_get() {
         all.sort_unstable();
         let want: Vec<(u64, u64)> = (0..2).flat_map(|p| (0..PER).map(move |i| (p, i))).collect();
         assert_eq!(all, want);
+        // Every post counts once, whichever thread made it and after it exited.
+        let stats = port.stats();
+        assert_eq!(stats.completed, 2 * PER, "{stats:?}");
+        assert_eq!(stats.queued, 0, "{stats:?}");
+        // And a post from this thread adds to the same count.
+        util::post(&port, 0).unwrap();
+        assert_eq!(port.stats().completed, 2 * PER + 1);
     });
 }
 

@@ -9,6 +9,7 @@ mod handle;
 mod op;
 mod poller;
 mod port;
+mod posts;
 mod thread;
 mod uring;
 mod waiters;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Thread};
 
 use super::op::Entry;
+use super::posts::PostCount;
 use crate::completion::{Completion, Packet};
 
 /// The primitives of the core: std's, or loom's when model checking
@@ -168,9 +169,11 @@ pub(crate) struct Core {
     running: AtomicUsize,
     /// Set once, under `state`.
     closed: AtomicBool,
-    /// Packets queued since the start; written by producers only, on a cache
-    /// line of its own.
+    /// Reaped completions queued since the start; written by producers only,
+    /// on a cache line of its own.
     pushed: crossbeam_utils::CachePadded<AtomicU64>,
+    /// Packets posted since the start, counted by each posting thread.
+    posts: PostCount,
     /// Operations accepted and not yet reaped: while non-zero, one waiter must
     /// sleep in the kernel. Paired with `stacked` (both `SeqCst`): a starter
     /// raises this then reads `stacked`; a waiter raises `stacked` then reads this.
@@ -207,6 +210,7 @@ impl Core {
             running: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             pushed: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
+            posts: PostCount::new(),
             inflight: AtomicUsize::new(0),
             stacked: AtomicUsize::new(0),
             has_poller: AtomicBool::new(false),
@@ -393,7 +397,7 @@ impl Core {
             return false;
         }
         self.queue.push(Entry::posted(p));
-        self.pushed.fetch_add(1, Relaxed);
+        self.posts.add_one();
         if self.closed.load(SeqCst) {
             while self.pop_one().is_some() {}
             return false;
@@ -502,7 +506,7 @@ impl Core {
             queued: self.queue.len(),
             running: self.running.load(SeqCst),
             waiting: self.stacked.load(SeqCst),
-            completed: self.pushed.load(Relaxed),
+            completed: self.pushed.load(Relaxed) + self.posts.total(),
         }
     }
 
