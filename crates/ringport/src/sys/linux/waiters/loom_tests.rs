@@ -4,21 +4,9 @@
 //! parked forever as a deadlock). Run with
 //! `RUSTFLAGS="--cfg loom" cargo test -p ringport --lib --release loom`.
 
+use super::tests::{packet, posted};
 use super::*;
-use crate::completion::Packet;
 use loom::thread;
-
-fn posted(user: u64) -> Packet {
-    Packet {
-        bytes: 0,
-        key: 0,
-        user,
-    }
-}
-
-fn packet(user: u64) -> Entry {
-    Entry::posted(posted(user))
-}
 
 /// The parked half of `Port::wait`: `None` when the port closed.
 fn dequeue(core: &Core, max: usize) -> Option<Vec<u64>> {

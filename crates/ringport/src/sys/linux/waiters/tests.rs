@@ -3,7 +3,8 @@
 use super::*;
 use crate::completion::Packet;
 
-fn posted(user: u64) -> Packet {
+/// A posted packet numbered `user` (the loom models use it too).
+pub(super) fn posted(user: u64) -> Packet {
     Packet {
         bytes: 0,
         key: 0,
@@ -11,7 +12,8 @@ fn posted(user: u64) -> Packet {
     }
 }
 
-fn packet(user: u64) -> Entry {
+/// [`posted`] as the queue holds it.
+pub(super) fn packet(user: u64) -> Entry {
     Entry::posted(posted(user))
 }
 
