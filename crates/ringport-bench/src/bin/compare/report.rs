@@ -39,12 +39,22 @@ impl Row {
         let v: Vec<f64> = self.samples.iter().filter_map(|(_, s)| f(s)).collect();
         median(&v)
     }
+}
 
-    fn same_cell(&self, other: &Row) -> bool {
-        self.threads == other.threads
-            && self.scenario.connections == other.scenario.connections
-            && self.scenario.size == other.scenario.size
-    }
+/// The row of `server` at this load and server thread count.
+fn find_row<'a>(
+    rows: &'a [Row],
+    server: &str,
+    connections: usize,
+    size: usize,
+    threads: usize,
+) -> Option<&'a Row> {
+    rows.iter().find(|r| {
+        r.server == server
+            && r.threads == threads
+            && r.scenario.connections == connections
+            && r.scenario.size == size
+    })
 }
 
 /// Picks one figure out of a sample.
@@ -53,7 +63,8 @@ pub type Metric = fn(&Sample) -> f64;
 /// `row`'s figure over its peer's, taken within each run (the two servers were
 /// measured back to back), then the median of those per-run ratios.
 fn peer_ratio(rows: &[Row], row: &Row, name: &str, f: Metric) -> Option<f64> {
-    let peer = rows.iter().find(|r| r.server == name && r.same_cell(row))?;
+    let sc = &row.scenario;
+    let peer = find_row(rows, name, sc.connections, sc.size, row.threads)?;
     paired_ratio(row, peer, f)
 }
 
@@ -182,12 +193,8 @@ fn scaling(rows: &[Row]) -> String {
     let mut s =
         format!("\n| load | server | msgs/s gain, {lo} → {hi} server threads (median of per-run ratios) |\n|---|---|---:|\n");
     for row in rows.iter().filter(|r| r.threads == lo) {
-        let hi_row = rows.iter().find(|r| {
-            r.threads == hi
-                && r.server == row.server
-                && r.scenario.size == row.scenario.size
-                && r.scenario.connections == row.scenario.connections
-        });
+        let sc = &row.scenario;
+        let hi_row = find_row(rows, row.server, sc.connections, sc.size, hi);
         let gain = hi_row.and_then(|h| paired_ratio(h, row, |s| s.msgs_per_sec));
         s.push_str(&format!(
             "| {} | {} | {} |\n",
@@ -300,14 +307,7 @@ impl Line {
 /// The budget lines for every ringport server in `rows`, at one server
 /// thread (and the gain to the most threads measured).
 fn budget(rows: &[Row]) -> Vec<Line> {
-    let find = |server: &str, conns: usize, size: usize, threads: usize| {
-        rows.iter().find(|r| {
-            r.server == server
-                && r.threads == threads
-                && r.scenario.connections == conns
-                && r.scenario.size == size
-        })
-    };
+    let find = |server: &str, conns, size, threads| find_row(rows, server, conns, size, threads);
     let hi = rows.iter().map(|r| r.threads).max().unwrap_or(1);
     let mut lines = Vec::new();
     // Each ringport server once, in the order measured (rows repeat the
