@@ -497,6 +497,7 @@ impl Core {
         (discarded, wake)
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(SeqCst)
     }
