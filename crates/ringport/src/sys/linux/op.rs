@@ -101,8 +101,10 @@ impl Entry {
                     std::ptr::addr_of_mut!((*slot).accepted).write(None);
                 }
             }
-            // SAFETY: as above; `write` fills the whole slot.
-            e => unsafe { slot.write(e.into_completion()) },
+            e => {
+                // SAFETY: as above; `write` fills the whole slot.
+                unsafe { slot.write(e.into_completion()) }
+            }
         }
         // SAFETY: the slot at `len`, within the capacity, was written just
         // above.

@@ -390,19 +390,14 @@ impl Core {
     /// Queues one posted packet and hands it out, as `push` does. The
     /// hand-off's path: the entry is made here, next to the queue's push,
     /// not copied through an iterator (each copy of it stalled on store
-    /// forwarding).
+    /// forwarding). The caller has found the port open (`Port::post`
+    /// checks, to fail a post after `close`); false also when it closed
+    /// since (the packet is dropped).
     #[inline]
     pub(crate) fn push_posted(&self, p: Packet) -> bool {
-        if self.closed.load(SeqCst) {
-            return false;
-        }
         self.queue.push(Entry::posted(p));
         self.posts.add_one();
-        if self.closed.load(SeqCst) {
-            while self.pop_one().is_some() {}
-            return false;
-        }
-        self.hand_out(None)
+        self.open_after_queuing() && self.hand_out(None)
     }
 
     /// Queues completions without handing them out, for a running thread that
@@ -418,8 +413,14 @@ impl Core {
             n += 1;
         }
         self.pushed.fetch_add(n, Relaxed);
+        self.open_after_queuing()
+    }
+
+    /// After queuing: `close` may have emptied the queue before the new
+    /// entries landed. False, with them dropped, when it has closed.
+    #[inline]
+    fn open_after_queuing(&self) -> bool {
         if self.closed.load(SeqCst) {
-            // `close` may have emptied the queue before these landed.
             while self.pop_one().is_some() {}
             return false;
         }
