@@ -123,6 +123,11 @@ fn packet(seq: u64) -> Packet {
     }
 }
 
+/// A channel's other end went away (a thread of the workload failed).
+fn gone<E>(_: E) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "channel closed")
+}
+
 fn out_of_order(expected: u64, got: u64) -> io::Error {
     io::Error::other(format!("packet {got} arrived where {expected} was due"))
 }
@@ -190,14 +195,13 @@ fn port_stream(backend: Backend, n: u64, batched: bool) -> io::Result<Duration> 
 
 fn channel_stream(n: u64, batched: bool) -> io::Result<Duration> {
     let (tx, rx) = crossbeam_channel::unbounded::<Packet>();
-    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "channel closed");
     pair(
-        move || (0..n).try_for_each(|i| tx.send(packet(i)).map_err(|_| gone())),
+        move || (0..n).try_for_each(|i| tx.send(packet(i)).map_err(gone)),
         move || {
             let start = Instant::now();
             let mut next = 0;
             while next < n {
-                let first = rx.recv().map_err(|_| gone())?;
+                let first = rx.recv().map_err(gone)?;
                 let rest = rx.try_iter().take(if batched { BATCH - 1 } else { 0 });
                 for p in std::iter::once(first).chain(rest) {
                     take_next(&mut next, p.user)?;
@@ -231,13 +235,12 @@ fn port_one_thread(backend: Backend, n: u64) -> io::Result<Duration> {
 
 fn channel_one_thread(n: u64) -> io::Result<Duration> {
     let (tx, rx) = crossbeam_channel::unbounded::<Packet>();
-    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "channel closed");
     let mut next = 0;
     let start = Instant::now();
     while next < n {
         let k = batch_after(next, n);
-        (next..next + k).try_for_each(|i| tx.send(packet(i)).map_err(|_| gone()))?;
-        let first = rx.recv().map_err(|_| gone())?;
+        (next..next + k).try_for_each(|i| tx.send(packet(i)).map_err(gone))?;
+        let first = rx.recv().map_err(gone)?;
         for p in std::iter::once(first).chain(rx.try_iter().take(BATCH - 1)) {
             take_next(&mut next, p.user)?;
         }
@@ -277,11 +280,10 @@ fn channel_ping_pong(n: u64) -> io::Result<Duration> {
     pair(
         move || echo_channel(n, &ping_rx, &pong_tx),
         move || {
-            let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "channel closed");
             let start = Instant::now();
             for i in 0..n {
-                ping_tx.send(packet(i)).map_err(|_| gone())?;
-                let p = pong_rx.recv().map_err(|_| gone())?;
+                ping_tx.send(packet(i)).map_err(gone)?;
+                let p = pong_rx.recv().map_err(gone)?;
                 if p.user != i {
                     return Err(out_of_order(i, p.user));
                 }
@@ -292,10 +294,9 @@ fn channel_ping_pong(n: u64) -> io::Result<Duration> {
 }
 
 fn echo_channel(n: u64, rx: &Receiver<Packet>, tx: &Sender<Packet>) -> io::Result<()> {
-    let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "channel closed");
     for _ in 0..n {
-        let p = rx.recv().map_err(|_| gone())?;
-        tx.send(p).map_err(|_| gone())?;
+        let p = rx.recv().map_err(gone)?;
+        tx.send(p).map_err(gone)?;
     }
     Ok(())
 }
