@@ -55,6 +55,8 @@ fn file_id(h: &OwnedHandle) -> io::Result<FileId> {
 /// Windows 10 and later). Where that call is missing, two handles to one file
 /// count as the same, so a second open of an associated file is refused too.
 fn same_object(a: usize, b: usize) -> bool {
+    // SAFETY: a type only; the one call through it passes two handles this
+    // process holds, which is all `CompareObjectHandles` requires.
     type Compare = unsafe extern "system" fn(HANDLE, HANDLE) -> windows_sys::core::BOOL;
     static COMPARE: OnceLock<Option<Compare>> = OnceLock::new();
     let compare = COMPARE.get_or_init(|| {

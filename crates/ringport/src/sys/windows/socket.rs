@@ -278,6 +278,8 @@ fn bind_unspecified(sock: usize, target: &SocketAddr) -> io::Result<()> {
 fn connect_ex(
     sock: usize,
 ) -> io::Result<
+    // SAFETY: a type only; `start_connect` calls through it with the
+    // arguments `ConnectEx` documents (see there).
     unsafe extern "system" fn(
         SOCKET,
         *const SOCKADDR,
