@@ -1,10 +1,12 @@
 //! [`CompletionPort`]: the public face of a port; every call forwards to `sys`.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::completion::{Completion, GetError, OpId, Packet, StartError};
@@ -61,6 +63,7 @@ pub struct Builder {
     pub(crate) entries: u32,
     pub(crate) cq_entries: Option<u32>,
     pub(crate) recv_buffers: (usize, usize),
+    pub(crate) single_thread: bool,
 }
 
 impl Builder {
@@ -98,6 +101,35 @@ impl Builder {
         self
     }
 
+    /// A port dequeued by one thread only (default false): the first thread
+    /// that calls [`get`](CompletionPort::get) or
+    /// [`get_many`](CompletionPort::get_many) becomes its owner, and a dequeue
+    /// from any other thread fails with [`GetError::Os`] (`ErrorKind::Other`).
+    /// Every thread may still start operations, post, cancel and close. When
+    /// the owner exits, the port is closed on its way out.
+    ///
+    /// This is the shape of a thread-per-core server, or of `ringport serve
+    /// --threads 1`, and it lets io_uring run the ring for that thread alone:
+    /// `IORING_SETUP_SINGLE_ISSUER` + `DEFER_TASKRUN`, which the shared ring
+    /// of an ordinary port cannot use (BENCHMARKS.md measures what they are
+    /// worth). Other threads then never enter the kernel on the port: what
+    /// they start waits for the owner's next dequeue, which they wake
+    /// through an eventfd if it sleeps. A [`close`](CompletionPort::close)
+    /// from another thread waits for the owner to dequeue and give the
+    /// cancelled operations back (10 seconds at most, after which their
+    /// memory is leaked, as for any close).
+    ///
+    /// # Platform behaviour
+    ///
+    /// The owner rule holds on every backend. The ring of its own needs Linux
+    /// 6.1; on older kernels, on epoll and on Windows the port is otherwise an
+    /// ordinary one ([`backend_reason`](CompletionPort::backend_reason) names
+    /// the ring setup in use).
+    pub fn single_thread(mut self, yes: bool) -> Builder {
+        self.single_thread = yes;
+        self
+    }
+
     /// io_uring completion queue size (default: four times `entries`).
     ///
     /// Operations are not limited by it: when more completions arrive than it
@@ -123,6 +155,7 @@ impl Builder {
         Ok(CompletionPort {
             owner: Arc::new(Owner {
                 port: Arc::new(port),
+                single: self.single_thread.then(|| AtomicU64::new(0)),
             }),
         })
     }
@@ -136,6 +169,7 @@ impl Default for Builder {
             entries: 1024,
             cq_entries: None,
             recv_buffers: (512, 16 * 1024),
+            single_thread: false,
         }
     }
 }
@@ -145,6 +179,48 @@ impl Default for Builder {
 /// port nobody can dequeue from alive.
 struct Owner {
     port: Arc<sys::Port>,
+    /// A single-thread port: its owner's `thread_token()`, 0 until claimed.
+    single: Option<AtomicU64>,
+}
+
+/// A number for the calling thread, unique in the process and never 0 or
+/// `u64::MAX` (`u64::MAX` only once the thread's storage is gone).
+pub(crate) fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: Cell<u64> = const { Cell::new(0) };
+    }
+    TOKEN
+        .try_with(|t| match t.get() {
+            0 => {
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                t.set(n);
+                n
+            }
+            n => n,
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// The single-thread ports the calling thread owns, closed when it exits.
+struct OwnedPorts(Vec<Weak<sys::Port>>);
+
+impl Drop for OwnedPorts {
+    fn drop(&mut self) {
+        for port in self.0.drain(..).filter_map(|w| w.upgrade()) {
+            port.owner_exit();
+        }
+    }
+}
+
+thread_local! {
+    static OWNED: RefCell<OwnedPorts> = const { RefCell::new(OwnedPorts(Vec::new())) };
+}
+
+fn not_owner() -> GetError {
+    GetError::Os(io::Error::other(
+        "a single-thread port is dequeued by its owner thread only",
+    ))
 }
 
 impl Drop for Owner {
@@ -241,6 +317,42 @@ impl CompletionPort {
 
     fn sys(&self) -> &Arc<sys::Port> {
         &self.owner.port
+    }
+
+    /// A dequeue's check of a single-thread port's owner (the first caller
+    /// claims it).
+    #[inline]
+    fn claim(&self) -> Result<(), GetError> {
+        match &self.owner.single {
+            None => Ok(()),
+            Some(owner) if owner.load(Ordering::Acquire) == thread_token() => Ok(()),
+            Some(owner) => self.claim_first(owner),
+        }
+    }
+
+    #[cold]
+    fn claim_first(&self, owner: &AtomicU64) -> Result<(), GetError> {
+        let me = thread_token();
+        if me == u64::MAX
+            || owner
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return Err(not_owner());
+        }
+        self.sys().claim().map_err(GetError::Os)?;
+        let weak = Arc::downgrade(self.sys());
+        let _ = OWNED.try_with(|o| o.borrow_mut().0.push(weak));
+        Ok(())
+    }
+
+    /// A dequeue's result: when a single-thread port was closed by another
+    /// thread, its owner gives the cancelled operations back here.
+    fn settle<T>(&self, r: Result<T, GetError>) -> Result<T, GetError> {
+        if matches!(r, Err(GetError::Closed)) && self.owner.single.is_some() {
+            self.sys().drain();
+        }
+        r
     }
 
     /// The backend this port runs on.
@@ -436,7 +548,8 @@ impl CompletionPort {
     /// completion whose [`result`](Completion::result) is an error.
     #[inline]
     pub fn get(&self, timeout: Option<Duration>) -> Result<Completion, GetError> {
-        self.sys().get(timeout)
+        self.claim()?;
+        self.settle(self.sys().get(timeout))
     }
 
     /// Dequeues up to `max` packets into `out` in one call
@@ -453,7 +566,8 @@ impl CompletionPort {
         max: usize,
         timeout: Option<Duration>,
     ) -> Result<usize, GetError> {
-        self.sys().get_many(out, max.max(1), timeout)
+        self.claim()?;
+        self.settle(self.sys().get_many(out, max.max(1), timeout))
     }
 
     /// Queues a caller-made packet (`PostQueuedCompletionStatus`); no kernel I/O.
@@ -516,7 +630,9 @@ impl CompletionPort {
 
     /// Closes the port now: every waiter wakes with [`GetError::Closed`],
     /// operations in flight are cancelled, and their buffers are freed once the
-    /// kernel has let go of them. Queued packets are discarded.
+    /// kernel has let go of them. Queued packets are discarded. (On a
+    /// [single-thread](Builder::single_thread) port, from another thread: see
+    /// there.)
     ///
     /// # Platform behaviour
     ///

@@ -165,7 +165,7 @@ pub struct Progress {
 /// The client port cannot be opened or a connection cannot be made. Wrong
 /// bytes and connections that fail later are in the report, not errors.
 pub fn run(cfg: &Config, mut on_progress: impl FnMut(Progress)) -> Result<Report> {
-    let port = crate::server::open_port(cfg.backend, cfg.threads, 16 * 1024)?;
+    let port = crate::server::open_port(cfg.backend, cfg.threads, 16 * 1024, false)?;
     let clients = connect_all(cfg, &port)?;
     let start = Instant::now();
     let run = Arc::new(Run {

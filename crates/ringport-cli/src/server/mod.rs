@@ -133,12 +133,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Opens the port with the configured backend, saying how to fix a refusal;
-/// pooled receives use buffers of `buf_size` bytes.
-pub fn open_port(backend: Backend, concurrency: usize, buf_size: usize) -> Result<CompletionPort> {
+/// pooled receives use buffers of `buf_size` bytes; `single`: one thread
+/// dequeues (see `Builder::single_thread`).
+pub fn open_port(
+    backend: Backend,
+    concurrency: usize,
+    buf_size: usize,
+    single: bool,
+) -> Result<CompletionPort> {
     CompletionPort::builder()
         .backend(backend)
         .concurrency(concurrency)
         .recv_buffers(512, buf_size)
+        .single_thread(single)
         .build()
         .map_err(|e| match backend {
             Backend::Auto => Error::msg(format!("cannot open a completion port: {e}")),
@@ -191,7 +198,9 @@ impl Server {
             cfg.threads = cpus;
         }
         cfg.max_buffered = cfg.max_buffered.max(1);
-        let port = open_port(cfg.backend, cfg.concurrency, cfg.buf_size)?;
+        // One worker: the port is that thread's alone, and io_uring can run
+        // its ring for it (SINGLE_ISSUER + DEFER_TASKRUN).
+        let port = open_port(cfg.backend, cfg.concurrency, cfg.buf_size, cfg.threads == 1)?;
         let listener = bind(&cfg)?;
         let addr = listener
             .local_addr()

@@ -23,14 +23,16 @@ pub(crate) fn choose(b: &Builder, pool: &Arc<BufPool>) -> io::Result<(Driver, Ba
         Ok((Driver::Epoll(e), Backend::Epoll, why))
     };
     match b.backend {
-        Backend::IoUring | Backend::Auto => match Uring::new(b.entries, cq, pool.clone()) {
-            Ok(u) => {
-                let why = format!("io_uring available ({})", u.describe());
-                Ok((Driver::Uring(u), Backend::IoUring, why))
+        Backend::IoUring | Backend::Auto => {
+            match Uring::new(b.entries, cq, pool.clone(), b.single_thread) {
+                Ok(u) => {
+                    let why = format!("io_uring available ({})", u.describe());
+                    Ok((Driver::Uring(u), Backend::IoUring, why))
+                }
+                Err(e) if b.backend == Backend::IoUring => Err(uring_unavailable(e)),
+                Err(e) => epoll(format!("{}; using epoll", uring_refusal(&e))),
             }
-            Err(e) if b.backend == Backend::IoUring => Err(uring_unavailable(e)),
-            Err(e) => epoll(format!("{}; using epoll", uring_refusal(&e))),
-        },
+        }
         Backend::Epoll => epoll("epoll forced by Backend::Epoll".to_string()),
         Backend::Iocp => Err(io::Error::new(
             io::ErrorKind::Unsupported,

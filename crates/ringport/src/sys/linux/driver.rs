@@ -63,6 +63,21 @@ impl Driver {
         }
     }
 
+    /// A single-thread port's first dequeue, on the dequeuing thread.
+    pub(crate) fn claim(&self) -> io::Result<()> {
+        match self {
+            Driver::Uring(u) => u.claim(),
+            Driver::Epoll(_) => Ok(()),
+        }
+    }
+
+    /// `close` of a single-thread port no thread claimed: the caller claims it.
+    pub(crate) fn adopt(&self) {
+        if let Driver::Uring(u) = self {
+            u.adopt();
+        }
+    }
+
     /// Undoes `associate` before the descriptor is closed.
     pub(crate) fn forget(&self, src: &Arc<Source>) {
         if let Driver::Epoll(e) = self {

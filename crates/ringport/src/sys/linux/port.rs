@@ -750,7 +750,16 @@ impl Port {
             self.driver.wake();
         }
         drop(discarded);
+        self.driver.adopt();
         self.cancel_tokens(&tokens);
+        self.drain();
+    }
+
+    /// Waits for the kernel to give back every operation (cancelled by
+    /// `close`) before their memory is freed, leaking it after `DRAIN_LIMIT`.
+    /// Also the owner's part of a close by another thread of a single-thread
+    /// port: only the owner enters the kernel there.
+    pub(crate) fn drain(&self) {
         let limit = Instant::now() + DRAIN_LIMIT;
         while self.core.inflight() > 0 && Instant::now() < limit {
             let slice = Some(Duration::from_millis(20));
@@ -770,6 +779,22 @@ impl Port {
             }
             log::error!("ringport: {left} operations did not finish after cancellation; their memory is leaked");
         }
+    }
+
+    /// A single-thread port's first dequeue (see `Builder::single_thread`).
+    pub(crate) fn claim(&self) -> io::Result<()> {
+        if self.is_closed() {
+            // Nothing to claim: the dequeue reports the close.
+            return Ok(());
+        }
+        self.driver.claim()
+    }
+
+    /// The owner of a single-thread port exits: close the port and wait for
+    /// its operations here, where the kernel still takes this thread's calls.
+    pub(crate) fn owner_exit(&self) {
+        self.close();
+        self.drain();
     }
 }
 

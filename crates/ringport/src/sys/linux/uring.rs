@@ -16,10 +16,17 @@
 //! - Only the holder of the completion lock reaps. The poller holds it while it
 //!   sleeps in the kernel, so a wake-up meant for it cannot be reaped by another
 //!   thread (others only `try_lock`).
+//! - A single-thread port (`Builder::single_thread`) has a ring of its own
+//!   thread's: `SINGLE_ISSUER` + `DEFER_TASKRUN`, made disabled and enabled by
+//!   the first thread that dequeues (its owner), after which the kernel takes
+//!   system calls on it from that thread only. Every other thread only writes
+//!   the submission queue, and wakes the owner through an eventfd whose read
+//!   the owner keeps in flight; it never enters the kernel. See [`Single`].
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
@@ -31,11 +38,16 @@ use super::poller::PollerLock;
 use super::waiters::lock;
 use crate::op::Request;
 use crate::pool::BufPool;
+use crate::port::thread_token;
 
 /// `user_data` of the entry that wakes the poller.
 pub(crate) const WAKE: u64 = u64::MAX;
 /// `user_data` of cancellation entries (their own results are not needed).
 pub(crate) const CANCEL: u64 = u64::MAX - 1;
+
+/// How long another thread of a single-thread port waits before it looks at
+/// the completion queue again (only `close` waits there).
+const NAP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19, as buffer rings): wait for
 /// readability before trying the receive. The `io-uring` crate keeps its
@@ -52,6 +64,25 @@ struct Sq {
 /// the order of their completions; with each, whether the receive left data
 /// in the socket.
 pub(crate) type Filled = Vec<(u64, Vec<u8>, bool)>;
+
+/// What a single-thread port's ring adds (see the module docs).
+#[derive(Debug)]
+struct Single {
+    /// `thread_token()` of the owner, 0 until a thread claims the ring.
+    owner: AtomicU64,
+    /// Written by other threads to wake the owner; the owner keeps one read
+    /// of it in flight (token `WAKE`).
+    eventfd: OwnedFd,
+    /// Where that read puts the count: never freed (8 bytes per port), so a
+    /// read the kernel still holds when the ring goes can write nowhere else.
+    count: *mut u64,
+}
+
+// SAFETY: `count` is only handed to the kernel (never read or written by
+// this process), and every other field is Send + Sync.
+unsafe impl Send for Single {}
+// SAFETY: as above.
+unsafe impl Sync for Single {}
 
 pub(crate) struct Uring {
     ring: IoUring,
@@ -70,6 +101,8 @@ pub(crate) struct Uring {
     cq: PollerLock<u32>,
     wake_pending: AtomicBool,
     flags: &'static str,
+    /// Set for a single-thread port whose kernel took the flags.
+    single: Option<Single>,
 }
 
 impl std::fmt::Debug for Uring {
@@ -100,21 +133,41 @@ fn unsupported(what: String) -> io::Error {
 
 impl Uring {
     /// Sets up a ring with `entries` submission and `cq_entries` completion
-    /// slots, and checks that the kernel has everything the port needs.
-    pub(crate) fn new(entries: u32, cq_entries: u32, pool: Arc<BufPool>) -> io::Result<Uring> {
+    /// slots, and checks that the kernel has everything the port needs;
+    /// `single`: for a single-thread port (a ring of the owner's own where
+    /// the kernel has `DEFER_TASKRUN`, else a shared one).
+    pub(crate) fn new(
+        entries: u32,
+        cq_entries: u32,
+        pool: Arc<BufPool>,
+        single: bool,
+    ) -> io::Result<Uring> {
+        let owned = if single {
+            Self::owned_ring(entries, cq_entries)
+        } else {
+            None
+        };
         // COOP_TASKRUN (5.19) saves an interrupt per completion; degrade without it.
-        let (ring, flags) = match IoUring::builder()
-            .setup_coop_taskrun()
-            .setup_taskrun_flag()
-            .setup_cqsize(cq_entries)
-            .build(entries)
-        {
-            Ok(r) => (r, "COOP_TASKRUN|TASKRUN_FLAG"),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
-                IoUring::builder().setup_cqsize(cq_entries).build(entries)?,
-                "plain",
+        let (ring, flags, single) = match owned {
+            Some((ring, single)) => (
+                ring,
+                "SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG (single thread)",
+                Some(single),
             ),
-            Err(e) => return Err(e),
+            None => match IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_cqsize(cq_entries)
+                .build(entries)
+            {
+                Ok(r) => (r, "COOP_TASKRUN|TASKRUN_FLAG", None),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                    IoUring::builder().setup_cqsize(cq_entries).build(entries)?,
+                    "plain",
+                    None,
+                ),
+                Err(e) => return Err(e),
+            },
         };
         if !ring.params().is_feature_nodrop() {
             return Err(unsupported(
@@ -139,8 +192,9 @@ impl Uring {
                 missing.join(", ")
             )));
         }
-        Ok(Uring {
+        let uring = Uring {
             ring,
+            single,
             sq: Mutex::new(Sq {
                 backlog: VecDeque::new(),
             }),
@@ -150,7 +204,110 @@ impl Uring {
             flags,
             bufs: OnceLock::new(),
             leak_bufs: AtomicBool::new(false),
-        })
+        };
+        if uring.single.is_some() {
+            // Registered now, while any thread may still register.
+            uring.buf_ring();
+        }
+        Ok(uring)
+    }
+
+    /// A disabled `SINGLE_ISSUER` + `DEFER_TASKRUN` ring (Linux 6.1) and its
+    /// wake-up eventfd; None where the kernel refuses either.
+    fn owned_ring(entries: u32, cq_entries: u32) -> Option<(IoUring, Single)> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_r_disabled()
+            .setup_cqsize(cq_entries)
+            .build(entries);
+        let ring = match ring {
+            Ok(r) => r,
+            Err(e) => {
+                log::info!("ringport: no single-thread ring ({e}); the port shares its ring");
+                return None;
+            }
+        };
+        // SAFETY: eventfd(2) with valid flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            log::info!("ringport: no eventfd ({e}); the port shares its ring");
+            return None;
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let single = Single {
+            owner: AtomicU64::new(0),
+            eventfd,
+            count: Box::into_raw(Box::new(0u64)),
+        };
+        Some((ring, single))
+    }
+
+    /// True when this thread may enter the kernel on this ring: any thread on
+    /// a shared ring, the owner on a single-thread one.
+    #[inline]
+    fn may_enter(&self) -> bool {
+        match &self.single {
+            None => true,
+            Some(s) => s.owner.load(Ordering::Relaxed) == thread_token(),
+        }
+    }
+
+    /// A single-thread port's first dequeue: the calling thread becomes the
+    /// owner and enables the ring, which ties it to this thread.
+    pub(crate) fn claim(&self) -> io::Result<()> {
+        let Some(s) = &self.single else {
+            return Ok(());
+        };
+        let me = thread_token();
+        match s
+            .owner
+            .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {}
+            Err(owner) if owner == me => return Ok(()),
+            Err(_) => {
+                return Err(io::Error::other(
+                    "a single-thread port is dequeued by its owner only",
+                ))
+            }
+        }
+        self.ring.submitter().register_enable_rings()?;
+        self.arm_wake();
+        Ok(())
+    }
+
+    /// `close` of a single-thread port nobody claimed: the closing thread
+    /// takes the ring, so that it can cancel and reap what was started.
+    pub(crate) fn adopt(&self) {
+        let unclaimed = self
+            .single
+            .as_ref()
+            .is_some_and(|s| s.owner.load(Ordering::Acquire) == 0);
+        if unclaimed {
+            if let Err(e) = self.claim() {
+                log::debug!("ringport: closing an unclaimed single-thread port: {e}");
+            }
+        }
+    }
+
+    /// The owner's read of the wake-up eventfd, queued for its next enter.
+    fn arm_wake(&self) {
+        let Some(s) = &self.single else {
+            return;
+        };
+        let entry = opcode::Read::new(types::Fd(s.eventfd.as_raw_fd()), s.count.cast(), 8)
+            .build()
+            .user_data(WAKE);
+        let mut sq = lock(&self.sq);
+        // SAFETY: the read writes into `count`, which is never freed.
+        let pushed = unsafe { self.ring.submission_shared().push(&entry) }.is_ok();
+        if !pushed {
+            sq.backlog.push_back(entry);
+        }
     }
 
     /// The provided-buffer ring, set up on first use from `pool`'s settings.
@@ -292,6 +449,12 @@ impl Uring {
             let mut q = unsafe { self.ring.submission_shared() };
             if q.is_full() {
                 drop(q);
+                if !self.may_enter() {
+                    // The owner makes room at its next enter.
+                    sq.backlog.push_front(entry);
+                    self.wake_owner();
+                    return Ok(());
+                }
                 match self.ring.submitter().submit() {
                     Ok(_) => {}
                     // The kernel is busy (a full overflow list on old
@@ -319,6 +482,11 @@ impl Uring {
     }
 
     fn submit_locked(&self) -> io::Result<()> {
+        if !self.may_enter() {
+            // The owner enters for everyone: wake it to submit.
+            self.wake_owner();
+            return Ok(());
+        }
         // SAFETY: the submission queue is only touched under `self.sq`.
         let q = unsafe { self.ring.submission_shared() };
         let needed = !q.is_empty() || q.taskrun() || q.cq_overflow();
@@ -358,6 +526,9 @@ impl Uring {
 
     /// Wakes the poller out of the kernel. At most one wake-up is in flight.
     pub(crate) fn wake(&self) {
+        if self.single.is_some() {
+            return self.wake_owner();
+        }
         if self.wake_pending.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -381,6 +552,24 @@ impl Uring {
         let _ = self.submit_locked();
     }
 
+    /// A single-thread port: wakes its owner if another thread calls, through
+    /// the eventfd (the owner itself is awake). At most one write is pending.
+    fn wake_owner(&self) {
+        let Some(s) = &self.single else {
+            return;
+        };
+        if self.may_enter() || self.wake_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to the port's eventfd.
+        let n = unsafe { libc::write(s.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        if n != 8 {
+            // Only a counter at its maximum refuses, and that wakes the read.
+            log::debug!("ringport: eventfd write: {}", io::Error::last_os_error());
+        }
+    }
+
     /// Reaps completions into `out` as `(token, result)`; wake-up and cancel
     /// entries are consumed here. Returns after at most one sleep.
     pub(crate) fn reap(
@@ -400,13 +589,24 @@ impl Uring {
         };
         let mut consumed = self.drain(out, filled, &mut dropped)?;
         let mut result = Ok(());
+        let mut nap = None;
         if let Wait::For(timeout, still) = wait {
             if consumed == 0 && still() {
-                result = self.enter_wait(timeout);
-                consumed += self.drain(out, filled, &mut dropped)?;
+                if self.may_enter() {
+                    result = self.enter_wait(timeout);
+                    consumed += self.drain(out, filled, &mut dropped)?;
+                } else {
+                    // Another thread of a single-thread port (only `close`
+                    // waits here): the owner reaps; look again shortly.
+                    nap = Some(timeout.map_or(NAP, |t| t.min(NAP)));
+                }
             }
         }
         drop(dropped);
+        if let Some(t) = nap {
+            self.wake_owner();
+            std::thread::sleep(t);
+        }
         if consumed > 0 {
             let mut sq = lock(&self.sq);
             if !sq.backlog.is_empty() {
@@ -417,7 +617,8 @@ impl Uring {
     }
 
     /// Empties the completion queue, flushing the kernel's overflow list into
-    /// it as often as needed; returns how many entries it consumed.
+    /// it as often as needed (the owner's to do, on a single-thread port);
+    /// returns how many entries it consumed.
     fn drain(
         &self,
         out: &mut Vec<(u64, i32)>,
@@ -430,9 +631,13 @@ impl Uring {
             // which the caller holds (`dropped` lives in it).
             let q = unsafe { self.ring.completion_shared() };
             let lost = q.overflow();
+            let mut rearm = false;
             for cqe in q {
                 n += 1;
-                self.sort(&cqe, out, filled);
+                rearm |= self.sort(&cqe, out, filled);
+            }
+            if rearm {
+                self.arm_wake();
             }
             if lost != *dropped {
                 let e = io::Error::other(format!(
@@ -445,7 +650,7 @@ impl Uring {
             // Lock order: `cq` (held by the caller), then `sq`.
             let _sq = lock(&self.sq);
             // SAFETY: the submission queue is only touched under `self.sq`.
-            if !unsafe { self.ring.submission_shared() }.cq_overflow() {
+            if !unsafe { self.ring.submission_shared() }.cq_overflow() || !self.may_enter() {
                 return Ok(n);
             }
             // An enter with GETEVENTS moves the overflow list into the ring.
@@ -457,10 +662,24 @@ impl Uring {
         }
     }
 
-    /// Files one completion; called only by `drain`, under `self.cq`.
-    fn sort(&self, cqe: &cqueue::Entry, out: &mut Vec<(u64, i32)>, filled: &mut Filled) {
+    /// Files one completion; called only by `drain`, under `self.cq`. True
+    /// for the owner's eventfd read, which must be armed again.
+    fn sort(&self, cqe: &cqueue::Entry, out: &mut Vec<(u64, i32)>, filled: &mut Filled) -> bool {
         match cqe.user_data() {
-            WAKE => self.wake_pending.store(false, Ordering::Release),
+            WAKE => {
+                self.wake_pending.store(false, Ordering::Release);
+                // The eventfd read (a NOP on a shared ring) goes again unless
+                // it failed for good, which would fail every time.
+                let res = cqe.result();
+                let again = res >= 0 || res == -libc::ECANCELED || res == -libc::EINTR;
+                if !again {
+                    log::warn!(
+                        "ringport: the wake-up read failed: {}",
+                        io::Error::from_raw_os_error(-res)
+                    );
+                }
+                return self.single.is_some() && again;
+            }
             CANCEL => {}
             token => {
                 if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
@@ -475,6 +694,7 @@ impl Uring {
                 out.push((token, cqe.result()));
             }
         }
+        false
     }
 
     /// Submits what is queued and sleeps until one completion or the timeout.
@@ -530,6 +750,13 @@ impl Drop for Uring {
         };
         if self.leak_bufs.load(Ordering::Acquire) {
             std::mem::forget(ring);
+        } else if !self.may_enter() {
+            // A single-thread port dropped off its owner thread: the kernel
+            // refuses this thread's register calls (EEXIST). The ring may
+            // still go: the port gave back every operation before this drop
+            // (else `leak_bufs` is set), so nothing can pick a buffer from it,
+            // and the ring itself closes right after this.
+            drop(ring);
         } else if let Err(e) = self.ring.submitter().unregister_buf_ring(bufring::GROUP) {
             // Still registered: the kernel may read the ring; keep it.
             log::warn!("ringport: unregistering the buffer ring failed: {e}");

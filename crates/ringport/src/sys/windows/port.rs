@@ -119,6 +119,20 @@ impl Port {
         self.closed.load(SeqCst)
     }
 
+    /// A single-thread port's first dequeue: the kernel's port has no such
+    /// mode, so nothing changes here (the owner rule is the caller's).
+    pub(crate) fn claim(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// `close` already dequeues what it cancelled, from any thread.
+    pub(crate) fn drain(&self) {}
+
+    /// The owner of a single-thread port exits.
+    pub(crate) fn owner_exit(&self) {
+        self.close();
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         Stats {
             queued: self.queued_posts.load(Relaxed),
