@@ -34,7 +34,9 @@ pub struct Running {
 
 impl ServerKind {
     /// The servers this crate knows by name, with their binaries in `dir`:
-    /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `tokio`, `mio`, `ceiling`,
+    /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `ringport-shared`
+    /// (io_uring with `--shared-ring`: one worker keeps the ordinary shared
+    /// ring instead of a single-thread port's), `tokio`, `mio`, `ceiling`,
     /// `ceiling-coop` (the ceiling with ringport's ring setup flags) and
     /// `ceiling-single` (the ceiling with a single-shot receive per message).
     pub fn by_name(name: &str, dir: &Path) -> Option<ServerKind> {
@@ -44,6 +46,11 @@ impl ServerKind {
                 ("ringport-io_uring", "ringport", serve("io_uring"))
             }
             "ringport-epoll" => ("ringport-epoll", "ringport", serve("epoll")),
+            "ringport-shared" => {
+                let mut args = serve("io_uring");
+                args.push("--shared-ring".into());
+                ("ringport-shared", "ringport", args)
+            }
             "tokio" => ("tokio", "tokio_echo", Vec::new()),
             "mio" => ("mio", "mio_echo", Vec::new()),
             "ceiling" => ("ceiling", "uring_echo", Vec::new()),

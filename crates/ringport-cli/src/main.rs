@@ -115,6 +115,10 @@ struct ServeArgs {
     /// Set SO_REUSEPORT so several servers can share the address.
     #[arg(long)]
     reuseport: bool,
+    /// With one worker, keep the port's ring shared as with several (one
+    /// worker otherwise gets a single-thread port; for comparing the two).
+    #[arg(long)]
+    shared_ring: bool,
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +221,7 @@ fn serve(a: ServeArgs) -> Result<bool> {
         max_buffered: a.max_buffered,
         stats_interval: nonzero(a.stats_interval),
         reuseport: a.reuseport,
+        shared_ring: a.shared_ring,
         ..server::Config::default()
     })?;
     println!(

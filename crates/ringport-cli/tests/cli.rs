@@ -113,6 +113,52 @@ fn help_and_version_exit_zero() {
     }
 }
 
+/// One worker gets a single-thread port (on io_uring, a ring of its own);
+/// `--shared-ring` keeps the ordinary one. Both echo every byte.
+#[test]
+fn one_worker_gets_a_single_thread_port() {
+    let Some(b) = util::backend() else { return };
+    for (args, single) in [
+        (&["--threads", "1"][..], true),
+        (&["--threads", "1", "--shared-ring"], false),
+        (&["--threads", "2"], false),
+    ] {
+        let server = Server::start(&b, args);
+        if server.banner.contains("backend: io_uring") {
+            assert_eq!(
+                server.banner.contains("single thread"),
+                single,
+                "{args:?}: {}",
+                server.banner
+            );
+        }
+        let addr = server.addr.to_string();
+        let out = run(&[
+            "bench",
+            "--addr",
+            &addr,
+            "--connections",
+            "8",
+            "--size",
+            "512",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+        assert_eq!(v["errors"], 0, "{args:?}: {v}");
+        assert!(v["msgs"].as_u64().unwrap() > 0, "{args:?}: {v}");
+    }
+}
+
 #[test]
 fn bench_json_is_one_object_with_every_field() {
     let Some(b) = util::backend() else { return };

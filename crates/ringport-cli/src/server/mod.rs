@@ -77,6 +77,10 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Set `SO_REUSEPORT` so several processes can share the address.
     pub reuseport: bool,
+    /// With one worker, keep the port an ordinary one, its ring shared (by
+    /// default one worker gets a single-thread port: see
+    /// `Builder::single_thread`).
+    pub shared_ring: bool,
     /// Size of the pooled receive buffers (512 of them are shared by every
     /// connection; an idle connection holds none).
     pub buf_size: usize,
@@ -94,6 +98,7 @@ impl Default for Config {
             max_buffered: 1 << 20,
             stats_interval: None,
             reuseport: false,
+            shared_ring: false,
             buf_size: 16 * 1024,
         }
     }
@@ -200,7 +205,8 @@ impl Server {
         cfg.max_buffered = cfg.max_buffered.max(1);
         // One worker: the port is that thread's alone, and io_uring can run
         // its ring for it (SINGLE_ISSUER + DEFER_TASKRUN).
-        let port = open_port(cfg.backend, cfg.concurrency, cfg.buf_size, cfg.threads == 1)?;
+        let single = cfg.threads == 1 && !cfg.shared_ring;
+        let port = open_port(cfg.backend, cfg.concurrency, cfg.buf_size, single)?;
         let listener = bind(&cfg)?;
         let addr = listener
             .local_addr()
