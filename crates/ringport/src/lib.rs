@@ -100,6 +100,9 @@
 //! `FILE_SKIP_COMPLETION_PORT_ON_SUCCESS` (every operation completes through
 //! the port). The Windows build is tested under Wine in CI; see the
 //! "Platform behaviour" paragraphs of [`CompletionPort`] for the differences.
+//!
+//! A port dequeued by one thread only ([`Builder::single_thread`]) gets an
+//! io_uring ring of that thread's own (`SINGLE_ISSUER` + `DEFER_TASKRUN`).
 
 #![warn(missing_docs)]
 

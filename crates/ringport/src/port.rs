@@ -350,7 +350,7 @@ impl CompletionPort {
     /// thread, its owner gives the cancelled operations back here.
     fn settle<T>(&self, r: Result<T, GetError>) -> Result<T, GetError> {
         if matches!(r, Err(GetError::Closed)) && self.owner.single.is_some() {
-            self.sys().drain();
+            self.sys().owner_drain();
         }
         r
     }

@@ -781,6 +781,12 @@ impl Port {
         }
     }
 
+    /// A dequeue of a single-thread port's owner found it closed (by another
+    /// thread, which waits for this): give the cancelled operations back.
+    pub(crate) fn owner_drain(&self) {
+        self.drain();
+    }
+
     /// A single-thread port's first dequeue (see `Builder::single_thread`).
     pub(crate) fn claim(&self) -> io::Result<()> {
         if self.is_closed() {

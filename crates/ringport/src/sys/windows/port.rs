@@ -126,7 +126,7 @@ impl Port {
     }
 
     /// `close` already dequeues what it cancelled, from any thread.
-    pub(crate) fn drain(&self) {}
+    pub(crate) fn owner_drain(&self) {}
 
     /// The owner of a single-thread port exits.
     pub(crate) fn owner_exit(&self) {
