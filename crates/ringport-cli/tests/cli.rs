@@ -113,6 +113,14 @@ fn help_and_version_exit_zero() {
     }
 }
 
+/// `ringport bench --addr <server> --json` with `args`.
+fn bench(server: &Server, args: &[&str]) -> std::process::Output {
+    let addr = server.addr.to_string();
+    let mut all = vec!["bench", "--addr", &addr, "--json"];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
 /// One worker gets a single-thread port (on io_uring, a ring of its own);
 /// `--shared-ring` keeps the ordinary one. Both echo every byte.
 #[test]
@@ -132,21 +140,19 @@ fn one_worker_gets_a_single_thread_port() {
                 server.banner
             );
         }
-        let addr = server.addr.to_string();
-        let out = run(&[
-            "bench",
-            "--addr",
-            &addr,
-            "--connections",
-            "8",
-            "--size",
-            "512",
-            "--duration",
-            "0.3",
-            "--warmup",
-            "0",
-            "--json",
-        ]);
+        let out = bench(
+            &server,
+            &[
+                "--connections",
+                "8",
+                "--size",
+                "512",
+                "--duration",
+                "0.3",
+                "--warmup",
+                "0",
+            ],
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -163,27 +169,25 @@ fn one_worker_gets_a_single_thread_port() {
 fn bench_json_is_one_object_with_every_field() {
     let Some(b) = util::backend() else { return };
     let server = Server::start(&b, &["--threads", "1"]);
-    let addr = server.addr.to_string();
-    let out = run(&[
-        "bench",
-        "--addr",
-        &addr,
-        "--connections",
-        "4",
-        "--size",
-        "3000",
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0.1",
-        "--pipeline",
-        "2",
-        "--threads",
-        "1",
-        "--backend",
-        &b,
-        "--json",
-    ]);
+    let out = bench(
+        &server,
+        &[
+            "--connections",
+            "4",
+            "--size",
+            "3000",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--pipeline",
+            "2",
+            "--threads",
+            "1",
+            "--backend",
+            &b,
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
