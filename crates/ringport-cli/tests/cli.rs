@@ -113,9 +113,9 @@ fn help_and_version_exit_zero() {
     }
 }
 
-/// `ringport bench --addr <server> --json` with `args`.
-fn bench(server: &Server, args: &[&str]) -> std::process::Output {
-    let addr = server.addr.to_string();
+/// `ringport bench --addr <addr> --json` with `args`.
+fn bench(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
+    let addr = addr.to_string();
     let mut all = vec!["bench", "--addr", &addr, "--json"];
     all.extend_from_slice(args);
     run(&all)
@@ -141,7 +141,7 @@ fn one_worker_gets_a_single_thread_port() {
             );
         }
         let out = bench(
-            &server,
+            server.addr,
             &[
                 "--connections",
                 "8",
@@ -170,7 +170,7 @@ fn bench_json_is_one_object_with_every_field() {
     let Some(b) = util::backend() else { return };
     let server = Server::start(&b, &["--threads", "1"]);
     let out = bench(
-        &server,
+        server.addr,
         &[
             "--connections",
             "4",
@@ -293,23 +293,21 @@ fn corrupting_echo_server() -> std::net::SocketAddr {
 #[test]
 fn bench_fails_when_a_byte_comes_back_wrong() {
     let Some(b) = util::backend() else { return };
-    let addr = corrupting_echo_server().to_string();
-    let out = run(&[
-        "bench",
-        "--addr",
-        &addr,
-        "--connections",
-        "2",
-        "--size",
-        "300",
-        "--duration",
-        "0.3",
-        "--warmup",
-        "0",
-        "--backend",
-        &b,
-        "--json",
-    ]);
+    let out = bench(
+        corrupting_echo_server(),
+        &[
+            "--connections",
+            "2",
+            "--size",
+            "300",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0",
+            "--backend",
+            &b,
+        ],
+    );
     assert!(!out.status.success(), "a wrong byte went unnoticed");
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).expect("JSON");
