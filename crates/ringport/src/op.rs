@@ -50,6 +50,9 @@ impl Request {
     }
 
     /// Refuses a request that the handle cannot carry, giving the buffer back.
+    /// The check itself is inline and by reference; only a refusal, which
+    /// moves the request into its error, is out of line.
+    #[inline]
     pub(crate) fn check(self, handle: HandleKind) -> Result<Request, StartError> {
         let ok = matches!(
             (&self, handle),
@@ -61,20 +64,28 @@ impl Request {
                 )
                 | (Request::Read(..) | Request::Write(..), HandleKind::File)
         );
-        if !ok {
-            let msg = format!(
+        let full =
+            matches!(&self, Request::Recv(b) | Request::Read(b, _) if b.capacity() == b.len());
+        if ok && !full {
+            return Ok(self);
+        }
+        Err(self.refuse_unfit(handle, ok))
+    }
+
+    /// The refusal of [`check`](Self::check): `fits` says the operation suits
+    /// the handle (so the buffer is full).
+    #[cold]
+    #[inline(never)]
+    fn refuse_unfit(self, handle: HandleKind, fits: bool) -> StartError {
+        let msg = if fits {
+            "receive buffer has no spare capacity".to_string()
+        } else {
+            format!(
                 "{:?} is not an operation for a {handle:?} handle",
                 self.kind()
-            );
-            return Err(self.refuse(io::Error::new(io::ErrorKind::InvalidInput, msg)));
-        }
-        if let Request::Recv(b) | Request::Read(b, _) = &self {
-            if b.capacity() == b.len() {
-                let msg = "receive buffer has no spare capacity";
-                return Err(self.refuse(io::Error::new(io::ErrorKind::InvalidInput, msg)));
-            }
-        }
-        Ok(self)
+            )
+        };
+        self.refuse(io::Error::new(io::ErrorKind::InvalidInput, msg))
     }
 
     /// The refusal for this request, carrying its buffer back.

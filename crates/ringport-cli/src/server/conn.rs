@@ -132,7 +132,7 @@ impl Conn {
     }
 
     /// A receive or send of this connection completed.
-    pub(crate) fn completed(&mut self, s: &Shared, mut c: Completion) {
+    pub(crate) fn completed(&mut self, s: &Shared, c: &mut Completion) {
         let result = c.take_result();
         let buf = c.take_buf().unwrap_or_default();
         match c.kind() {

@@ -101,6 +101,10 @@ impl Entry {
                     std::ptr::addr_of_mut!((*slot).accepted).write(None);
                 }
             }
+            // SAFETY: as above; `finish_into` writes a whole completion.
+            Entry::Done(op, token, res) => unsafe {
+                spare::unbox(op).finish_into(token, res, slot)
+            },
             e => {
                 // SAFETY: as above; `write` fills the whole slot.
                 unsafe { slot.write(e.into_completion()) }
@@ -158,6 +162,7 @@ mod spare {
     }
 
     /// Boxes `op`, in a kept allocation if this thread has one.
+    #[inline(always)]
     pub(super) fn boxed(op: Op) -> Box<Op> {
         let kept = SPARE.try_with(|s| s.borrow_mut().0.pop()).ok().flatten();
         match kept {
@@ -175,6 +180,7 @@ mod spare {
 
     /// Moves the operation out of its box and keeps the allocation (or frees
     /// it when this thread keeps enough).
+    #[inline(always)]
     pub(super) fn unbox(op: Box<Op>) -> Op {
         let p = Box::into_raw(op);
         // SAFETY: `p` comes from a live `Box<Op>`; its value is read out once
@@ -259,6 +265,26 @@ impl Op {
     /// into the completion, handing back everything the operation owned. The
     /// handle was told (`op_done`) when the operation was reaped.
     pub(crate) fn finish(self, token: u64, res: i32) -> Completion {
+        let mut c = std::mem::MaybeUninit::<Completion>::uninit();
+        // SAFETY: `c` is valid for writes and aligned, and `finish_into`
+        // writes every field of it, so it is initialized after.
+        unsafe {
+            self.finish_into(token, res, c.as_mut_ptr());
+            c.assume_init()
+        }
+    }
+
+    /// [`finish`](Self::finish), writing the completion in place, field by
+    /// field: one built on the stack and then copied costs a copy of it and
+    /// stalls on store forwarding (see [`Entry::push_into`]).
+    ///
+    /// # Safety
+    ///
+    /// `slot` is valid for writes of a `Completion` and aligned; it holds no
+    /// value (what it held is overwritten, not dropped). Every field is
+    /// written, so it holds a whole completion after.
+    #[inline(always)]
+    pub(crate) unsafe fn finish_into(self, token: u64, res: i32, slot: *mut Completion) {
         let Op {
             mut req,
             user,
@@ -312,15 +338,16 @@ impl Op {
                 _ => Ok(res as usize),
             }
         };
-        Completion {
-            kind,
-            key: handle.key(),
-            user,
-            id: Some(OpId::new(token)),
-            result,
-            buf: req.into_buf(),
-            handle: Some(Handle { inner: handle }),
-            accepted: accepted.map(Box::new),
+        // SAFETY: this function's contract; each field is written once.
+        unsafe {
+            std::ptr::addr_of_mut!((*slot).kind).write(kind);
+            std::ptr::addr_of_mut!((*slot).key).write(handle.key());
+            std::ptr::addr_of_mut!((*slot).user).write(user);
+            std::ptr::addr_of_mut!((*slot).id).write(Some(OpId::new(token)));
+            std::ptr::addr_of_mut!((*slot).result).write(result);
+            std::ptr::addr_of_mut!((*slot).buf).write(req.into_buf());
+            std::ptr::addr_of_mut!((*slot).accepted).write(accepted.map(Box::new));
+            std::ptr::addr_of_mut!((*slot).handle).write(Some(Handle { inner: handle }));
         }
     }
 }
