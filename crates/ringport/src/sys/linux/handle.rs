@@ -276,13 +276,13 @@ impl Handle {
         std::ptr::eq(self.port.as_ptr(), port)
     }
 
+    #[allow(clippy::mut_from_ref)] // exclusive by the port's lock, see below
     /// The tokens in flight.
     ///
     /// # Safety
     ///
     /// The caller holds the operations lock of this handle's port, and keeps
     /// no other reference from this function while it uses this one.
-    #[allow(clippy::mut_from_ref)] // exclusive by the port's lock, see above
     pub(crate) unsafe fn inflight_unchecked(&self) -> &mut Tokens {
         // SAFETY: exclusive by this function's contract.
         unsafe { &mut *self.inflight.get() }

@@ -274,6 +274,7 @@ impl Op {
         }
     }
 
+    #[inline(always)]
     /// [`finish`](Self::finish), writing the completion in place, field by
     /// field: one built on the stack and then copied costs a copy of it and
     /// stalls on store forwarding (see [`Entry::push_into`]).
@@ -283,7 +284,6 @@ impl Op {
     /// `slot` is valid for writes of a `Completion` and aligned; it holds no
     /// value (what it held is overwritten, not dropped). Every field is
     /// written, so it holds a whole completion after.
-    #[inline(always)]
     pub(crate) unsafe fn finish_into(self, token: u64, res: i32, slot: *mut Completion) {
         let Op {
             mut req,
