@@ -64,6 +64,8 @@ pub struct Builder {
     pub(crate) cq_entries: Option<u32>,
     pub(crate) recv_buffers: (usize, usize),
     pub(crate) single_thread: bool,
+    #[cfg_attr(windows, allow(dead_code))] // io_uring's
+    pub(crate) multishot_recv: bool,
 }
 
 impl Builder {
@@ -130,6 +132,35 @@ impl Builder {
         self
     }
 
+    /// Whether [pooled receives](CompletionPort::recv_pooled) on io_uring go
+    /// through one multishot receive per socket (default true).
+    ///
+    /// Each socket's first pooled receive arms an `IORING_RECV_MULTISHOT`
+    /// receive that stays in the kernel; each time data arrives it fills a
+    /// buffer from the ring and completes the oldest pooled receive waiting
+    /// on the socket. Data that arrives while none waits is kept, at most 4
+    /// buffers per socket, and completes the next pooled receive at once;
+    /// past that the port stops the multishot receive until the next one, so
+    /// a peer that keeps sending to a socket nobody receives on is held back
+    /// by TCP. A server that receives, replies and receives again so arms
+    /// nothing per message (BENCHMARKS.md measures what that is worth).
+    /// Every operation still completes exactly once, and cancel and close
+    /// behave as for any receive: a cancelled pooled receive completes as
+    /// cancelled at once, and data kept for the socket waits for the next.
+    ///
+    /// With `false`, each pooled receive is one receive in the kernel, which
+    /// takes data from the socket only while it is pending.
+    ///
+    /// # Platform behaviour
+    ///
+    /// io_uring only, from Linux 6.0 (on older kernels the port finds out at
+    /// the first one and goes one at a time); epoll and Windows receive one at
+    /// a time.
+    pub fn multishot_recv(mut self, yes: bool) -> Builder {
+        self.multishot_recv = yes;
+        self
+    }
+
     /// io_uring completion queue size (default: four times `entries`).
     ///
     /// Operations are not limited by it: when more completions arrive than it
@@ -170,6 +201,7 @@ impl Default for Builder {
             cq_entries: None,
             recv_buffers: (512, 16 * 1024),
             single_thread: false,
+            multishot_recv: true,
         }
     }
 }

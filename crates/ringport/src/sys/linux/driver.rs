@@ -25,6 +25,7 @@
 //! - `submit()`: flush batched operations.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,20 +103,66 @@ impl Driver {
         match self {
             Driver::Uring(u) => {
                 let entry = u.prepare(op, token);
-                if !now {
-                    staged.push(entry);
-                    return Ok(());
-                }
-                // Older staged entries go first. Queued even if entering the
-                // kernel fails, so the operation is started either way.
                 // SAFETY: forwarded from this function's contract.
-                unsafe { push_queued(u, staged.drain(..).chain([entry]), true) };
+                unsafe { queue(u, entry, now, staged) };
                 Ok(())
             }
             Driver::Epoll(e) => {
                 // SAFETY: forwarded from this function's contract.
                 unsafe { e.start(op, token, now) }
             }
+        }
+    }
+
+    /// Arms a multishot receive for the pooled receives on `fd` under token
+    /// `anchor` (see `handle::Multi`): queued in the kernel's submission
+    /// queue at once (never staged, so that a cancel queued later is behind
+    /// it), submitted if `now`; false when there are none here (epoll, the option
+    /// off, or a kernel without buffer rings or multishot receives).
+    pub(crate) fn arm_multi(&self, fd: RawFd, anchor: u64, now: bool) -> bool {
+        let Driver::Uring(u) = self else {
+            return false;
+        };
+        let Some(entry) = u.prepare_multi(fd, anchor) else {
+            return false;
+        };
+        // SAFETY: a multishot receive points to no memory of the process: its
+        // buffers come from the ring, which outlives every entry.
+        unsafe { push_queued(u, [entry], now) };
+        true
+    }
+
+    /// Asks the kernel to cancel `token`, queued behind everything queued
+    /// so far (its own entry included); submitted if `now`.
+    pub(crate) fn cancel_behind(&self, token: u64, now: bool) -> io::Result<()> {
+        match self {
+            Driver::Uring(u) => u.cancel_behind(token, now),
+            Driver::Epoll(_) => Ok(()),
+        }
+    }
+
+    /// The kernel took every entry queued so far (io_uring), so none of them
+    /// still names a descriptor by number.
+    pub(crate) fn all_submitted(&self) -> bool {
+        match self {
+            Driver::Uring(u) => u.all_submitted(),
+            Driver::Epoll(_) => true,
+        }
+    }
+
+    /// Whether pooled receives may go through multishot receives now.
+    pub(crate) fn multishot(&self) -> bool {
+        match self {
+            Driver::Uring(u) => u.multishot_on(),
+            Driver::Epoll(_) => false,
+        }
+    }
+
+    /// See [`Uring::multishot_refused`].
+    pub(crate) fn multishot_refused(&self, res: i32) -> bool {
+        match self {
+            Driver::Uring(u) => u.multishot_refused(res),
+            Driver::Epoll(_) => false,
         }
     }
 
@@ -185,6 +232,22 @@ impl Driver {
             }
         }
     }
+}
+
+/// Stages `entry` in `staged`, or unless `now`; with `now`, pushes the staged
+/// entries (older, so first) and it, and enters the kernel. Queued even if
+/// entering the kernel fails, so the operation is started either way.
+///
+/// # Safety
+///
+/// As for [`Uring::push`], for `entry` and the staged entries.
+unsafe fn queue(u: &Uring, entry: squeue::Entry, now: bool, staged: &mut Vec<squeue::Entry>) {
+    if !now {
+        staged.push(entry);
+        return;
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { push_queued(u, staged.drain(..).chain([entry]), true) };
 }
 
 /// [`Uring::push`], which queues every entry even when entering the kernel

@@ -1,7 +1,7 @@
 //! Associated descriptors: deferred close (R11) and one port per open file (R2).
 
 use std::cell::UnsafeCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,7 +171,7 @@ fn same_description(a: RawFd, b: RawFd) -> bool {
 }
 
 /// Records the descriptor, refusing one whose open file is already associated.
-fn register(fd: BorrowedFd<'_>) -> io::Result<FileId> {
+fn register(fd: BorrowedFd<'_>) -> io::Result<()> {
     let id = file_id(fd)?;
     let raw = fd.as_raw_fd();
     let mut reg = lock(registry());
@@ -182,11 +182,17 @@ fn register(fd: BorrowedFd<'_>) -> io::Result<FileId> {
         ));
     }
     reg.insert(id, raw);
-    Ok(id)
+    Ok(())
 }
 
-fn unregister(id: FileId, raw: RawFd) {
-    lock(registry()).remove(id, raw);
+/// Forgets the descriptor, still open, that [`register`] recorded. Its
+/// identity is asked again (an open descriptor's does not change), so a
+/// handle does not keep 16 bytes for it.
+fn unregister(fd: BorrowedFd<'_>, raw: RawFd) {
+    match file_id(fd) {
+        Ok(id) => lock(registry()).remove(id, raw),
+        Err(e) => log::warn!("ringport: fstat of an associated descriptor failed: {e}"),
+    }
 }
 
 /// The descriptor, until it is closed.
@@ -201,7 +207,6 @@ pub(crate) struct Handle {
     key: u64,
     kind: HandleKind,
     raw: RawFd,
-    file_id: FileId,
     port: Weak<Port>,
     state: Mutex<HandleState>,
     /// Set once by `close`, before it looks at what is in flight.
@@ -215,6 +220,10 @@ pub(crate) struct Handle {
     /// hold anyway, so starting and finishing an operation take no lock of
     /// the handle's.
     inflight: UnsafeCell<Tokens>,
+    /// The io_uring multishot receive behind this socket's pooled receives,
+    /// set up by the first one (see [`Multi`]); under the port's operations
+    /// lock, as `inflight`.
+    multi: UnsafeCell<Option<Box<Multi>>>,
     /// The epoll registration of a socket on an epoll port.
     readiness: OnceLock<Arc<Source>>,
 }
@@ -224,24 +233,25 @@ pub(crate) struct Handle {
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Handle>() <= 104);
 
-// SAFETY: `inflight` is only reached through `inflight_unchecked`, whose
-// callers hold the port's operations lock; every other field is Sync.
+// SAFETY: `inflight` and `multi` are only reached through
+// `inflight_unchecked` and `multi_unchecked`, whose callers hold the port's
+// operations lock; every other field is Sync.
 unsafe impl Sync for Handle {}
 
 impl Handle {
     /// Registers `owned` (R2) as a handle of `port`.
     pub(crate) fn new(owned: Owned, key: u64, port: Weak<Port>) -> io::Result<Handle> {
-        let file_id = register(owned.fd.as_fd())?;
+        register(owned.fd.as_fd())?;
         Ok(Handle {
             key,
             kind: owned.kind,
             raw: owned.fd.as_raw_fd(),
-            file_id,
             port,
             state: Mutex::new(HandleState { fd: Some(owned.fd) }),
             closing: AtomicBool::new(false),
             data_left: AtomicBool::new(true),
             inflight: UnsafeCell::new(Tokens::default()),
+            multi: UnsafeCell::new(None),
             readiness: OnceLock::new(),
         })
     }
@@ -286,6 +296,30 @@ impl Handle {
     pub(crate) unsafe fn inflight_unchecked(&self) -> &mut Tokens {
         // SAFETY: exclusive by this function's contract.
         unsafe { &mut *self.inflight.get() }
+    }
+
+    #[allow(clippy::mut_from_ref)] // exclusive by the port's lock, see below
+    /// The multishot receive's state, made on first use.
+    ///
+    /// # Safety
+    ///
+    /// As for [`inflight_unchecked`](Self::inflight_unchecked): the caller
+    /// holds the port's operations lock and keeps no other reference from
+    /// this function while it uses this one.
+    pub(crate) unsafe fn multi_unchecked(&self) -> &mut Multi {
+        // SAFETY: exclusive by this function's contract.
+        unsafe { (*self.multi.get()).get_or_insert_with(Box::default) }
+    }
+
+    #[allow(clippy::mut_from_ref)] // exclusive by the port's lock, see below
+    /// The multishot receive's state if it was ever made.
+    ///
+    /// # Safety
+    ///
+    /// As for [`multi_unchecked`](Self::multi_unchecked).
+    pub(crate) unsafe fn multi_if_any(&self) -> Option<&mut Multi> {
+        // SAFETY: exclusive by this function's contract.
+        unsafe { (*self.multi.get()).as_deref_mut() }
     }
 
     /// Records an operation about to start in `inflight` (this handle's,
@@ -364,7 +398,7 @@ impl Handle {
             if let (Some(src), Some(port)) = (self.readiness.get(), self.port.upgrade()) {
                 port.forget(src);
             }
-            unregister(self.file_id, self.raw);
+            unregister(fd.as_fd(), self.raw);
             drop(fd);
         }
     }
@@ -384,12 +418,116 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let fd = lock(&self.state).fd.take();
-        self.release_fd(fd);
+        let anchor = self.multi.get_mut().as_ref().map_or(0, |m| m.anchor);
+        let port = if anchor != 0 { self.port.upgrade() } else { None };
+        match (fd, port) {
+            // The port's multishot receive is still armed on the socket: the
+            // port stops it and closes the descriptor once that is safe.
+            (Some(fd), Some(port)) => {
+                unregister(fd.as_fd(), self.raw);
+                drop(port.anchor_dropped(anchor, fd));
+            }
+            (fd, _) => self.release_fd(fd),
+        }
     }
 }
 
 pub(crate) fn closed_error() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "handle is closed")
+}
+
+/// A socket's multishot receive on io_uring, which serves its pooled
+/// receives: one `IORING_OP_RECV` with `IORING_RECV_MULTISHOT` stays armed in
+/// the kernel (its token is the port's, with the anchor bit) and posts a
+/// completion, with a buffer from the ring, each time data arrives. Each goes
+/// to the oldest pooled receive waiting here; one that finds none waits in
+/// `parked` for the next receive, which then completes at once. So a server
+/// that receives, replies and receives again arms nothing per message: the
+/// kernel keeps watching the socket. At most [`PARK_LIMIT`] results wait per
+/// socket: past that the port cancels the multishot receive, so a peer that
+/// sends while nobody receives is held back by TCP again, as with one
+/// receive at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Multi {
+    /// The armed multishot receive's token; 0 when none is armed.
+    pub(crate) anchor: u64,
+    /// The port asked the kernel to cancel the armed one (too much parked).
+    pub(crate) stopping: bool,
+    /// The oldest pooled receive waiting for data (its token), 0 for none.
+    first: u64,
+    /// Any more, oldest first: rare (one receive at a time is the rule).
+    #[allow(clippy::box_collection)] // 8 bytes inline instead of 32
+    more: Option<Box<VecDeque<u64>>>,
+    /// Results that found no receive waiting: the buffer and the result.
+    #[allow(clippy::box_collection)] // as above
+    parked: Option<Box<VecDeque<(Option<Vec<u8>>, i32)>>>,
+}
+
+/// Results that may wait on one socket before its multishot receive is
+/// stopped (see [`Multi`]).
+pub(crate) const PARK_LIMIT: usize = 4;
+
+impl Multi {
+    /// Queues a pooled receive's token behind those waiting.
+    pub(crate) fn wait(&mut self, token: u64) {
+        if self.first == 0 {
+            self.first = token;
+        } else {
+            self.more.get_or_insert_with(Box::default).push_back(token);
+        }
+    }
+
+    /// The oldest waiting receive, taken out.
+    pub(crate) fn next_waiting(&mut self) -> Option<u64> {
+        if self.first == 0 {
+            return None;
+        }
+        let t = self.first;
+        self.first = self.more.as_mut().and_then(|m| m.pop_front()).unwrap_or(0);
+        Some(t)
+    }
+
+    /// Takes `token` out of the waiting receives; false if it was not there.
+    pub(crate) fn unwait(&mut self, token: u64) -> bool {
+        if token == 0 {
+            return false;
+        }
+        if self.first == token {
+            self.first = self.more.as_mut().and_then(|m| m.pop_front()).unwrap_or(0);
+            return true;
+        }
+        let Some(more) = self.more.as_mut() else {
+            return false;
+        };
+        match more.iter().position(|&t| t == token) {
+            Some(i) => {
+                more.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn has_waiting(&self) -> bool {
+        self.first != 0
+    }
+
+    /// Keeps a result for the next receive; returns how many wait now.
+    pub(crate) fn park(&mut self, buf: Option<Vec<u8>>, res: i32) -> usize {
+        let p = self.parked.get_or_insert_with(Box::default);
+        p.push_back((buf, res));
+        p.len()
+    }
+
+    /// The oldest parked result, taken out.
+    pub(crate) fn unpark(&mut self) -> Option<(Option<Vec<u8>>, i32)> {
+        let p = self.parked.as_mut()?;
+        let r = p.pop_front();
+        if p.is_empty() {
+            self.parked = None;
+        }
+        r
+    }
 }
 
 /// The tokens of a handle's operations in flight: a connection has one or

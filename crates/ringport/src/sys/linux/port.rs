@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
@@ -15,7 +15,8 @@ use super::epoll::Source;
 use super::handle::{Handle, Owned, Tokens};
 use super::op::{Entry, Op};
 use super::thread;
-use super::uring::Filled;
+use super::handle::PARK_LIMIT;
+use super::uring::{Filled, ANCHOR, MORE};
 use super::waiters::{lock, Arrival, Core, Status, Waiter, AWAY_LIMIT};
 use crate::completion::{Completion, GetError, OpId, Packet, StartError};
 use crate::op::Request;
@@ -30,9 +31,13 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// it on its own before the cancellation is passed on to the caller.
 const RESUBMIT_LIMIT: u16 = 64;
 
-/// Generations are 31 bits so that a token never has its top bit set, which
-/// the driver keeps for its own entries.
-const GEN_MASK: u32 = 0x7fff_ffff;
+/// Generations are 30 bits so that a token never has either top bit set: the
+/// driver keeps bit 63 for its own entries, and bit 62 ([`ANCHOR`]) marks a
+/// socket's multishot receive.
+const GEN_MASK: u32 = 0x3fff_ffff;
+
+/// An anchor token's generation is 29 bits: bit 61 is [`MORE`] in reports.
+const ANCHOR_GEN_MASK: u32 = 0x1fff_ffff;
 
 /// Operations in flight, owned by the port while the kernel works on them.
 #[derive(Debug)]
@@ -48,6 +53,11 @@ struct Ops {
     /// queue under one lock of the ring's. Under this lock, so a cancel finds
     /// an entry either here or in the ring's queue.
     staged: Vec<io_uring::squeue::Entry>,
+    /// The multishot receives in the kernel (see `handle::Multi`): each
+    /// one's token ([`ANCHOR`], a generation and this index) and its socket,
+    /// held weakly: the port's own receive must not keep a socket open that
+    /// every user dropped (its `Drop` stops the receive).
+    anchors: Slab<(u64, Weak<Handle>)>,
     closed: bool,
 }
 
@@ -103,7 +113,14 @@ impl Ops {
     }
 
     fn tokens(&self) -> Vec<u64> {
-        self.slab.iter().map(|(i, op)| token(i, op.gen)).collect()
+        let ops = self.slab.iter().map(|(i, op)| token(i, op.gen));
+        ops.chain(self.anchors.iter().map(|(_, (a, _))| *a)).collect()
+    }
+
+    /// Anchor `a`'s place in `anchors`, if it is still in the kernel.
+    fn anchor_index(&self, a: u64) -> Option<usize> {
+        let i = (a & 0xffff_ffff) as usize;
+        self.anchors.get(i).filter(|(t, _)| *t == a).map(|_| i)
     }
 }
 
@@ -119,6 +136,10 @@ pub(crate) struct Port {
     /// `ops.staged` may be non-empty: a hint read without the lock, so a
     /// dequeue with nothing staged takes no lock for it.
     staged: AtomicBool,
+    /// Descriptors of sockets dropped while their multishot receive's entry
+    /// may not have reached the kernel yet (it names the socket by number):
+    /// closed when its last completion comes, by anchor token.
+    orphans: Mutex<Vec<(u64, OwnedFd)>>,
     pool: Arc<BufPool>,
 }
 
@@ -142,9 +163,11 @@ impl Port {
                 next_gen: 0,
                 started: 0,
                 staged: Vec::new(),
+                anchors: Slab::new(),
                 closed: false,
             }),
             staged: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
             pool,
         })
     }
@@ -214,6 +237,7 @@ impl Port {
         if ops.closed {
             return Err(req.refuse(port_closed()));
         }
+        let pooled = matches!(req, Request::RecvPooled { .. });
         // Reserve the token first so the handle can record it.
         let next = token(ops.slab.vacant_key(), (ops.next_gen + 1) & GEN_MASK);
         if let Err(e) = handle.op_begin(next, ops.inflight(handle)) {
@@ -221,13 +245,32 @@ impl Port {
         }
         let (t, _) = ops.insert(Op::new(req, user, handle.clone()));
         debug_assert_eq!(t, next);
-        let (op, staged) = ops.with_staged(t).expect("operation just inserted");
         self.core.op_started();
         // A thread between dequeues batches its submissions until its next
         // dequeue (or `blocking`, or its exit), which submits them in one
         // system call; the poller asleep in the kernel needs none of them to
         // wake, as completions wake it.
         let now = !thread::is_running_on(self);
+        if pooled && self.driver.multishot() {
+            match self.start_multi(&mut ops, handle, t, now) {
+                Multishot::Waiting => {
+                    if !ops.staged.is_empty() {
+                        self.staged.store(true, Ordering::Relaxed);
+                    }
+                    ops.started += 1;
+                    return Ok(OpId::new(t));
+                }
+                Multishot::Done(entry, fd) => {
+                    ops.started += 1;
+                    drop(ops);
+                    handle.release_fd(fd);
+                    self.queue_done(entry);
+                    return Ok(OpId::new(t));
+                }
+                Multishot::NotArmed => {}
+            }
+        }
+        let (op, staged) = ops.with_staged(t).expect("operation just inserted");
         // SAFETY: `op` is boxed in `self.ops` and stays there, unmoved, until
         // `finish_reaped` takes it back for this token (or `close` leaks it);
         // so are the operations of the staged entries.
@@ -250,6 +293,241 @@ impl Port {
         }
     }
 
+    /// A pooled receive `t` (just inserted) on a port with multishot
+    /// receives: it takes a result kept for the socket, or waits for the
+    /// socket's multishot receive, arming one if none is.
+    fn start_multi(&self, ops: &mut Ops, handle: &Arc<Handle>, t: u64, now: bool) -> Multishot {
+        let armed = {
+            // SAFETY: under the operations lock (`ops` is inside the guard);
+            // the borrow ends with this block.
+            let m = unsafe { handle.multi_unchecked() };
+            if let Some((buf, res)) = m.unpark() {
+                let mut last = Vec::new();
+                let entry = self.complete_waiting(ops, t, buf, res, &mut last);
+                let entry = entry.expect("operation just inserted");
+                return Multishot::Done(entry, last.pop().map(|(_, fd)| fd));
+            }
+            m.wait(t);
+            m.anchor != 0
+        };
+        if armed || self.arm(ops, handle, now) {
+            return Multishot::Waiting;
+        }
+        // SAFETY: as above.
+        unsafe { handle.multi_unchecked() }.unwait(t);
+        Multishot::NotArmed
+    }
+
+    /// Arms a multishot receive on `handle`'s socket, which has none armed;
+    /// false when the driver has none to arm.
+    fn arm(&self, ops: &mut Ops, handle: &Arc<Handle>, now: bool) -> bool {
+        ops.next_gen = (ops.next_gen + 1) & GEN_MASK;
+        let gen = u64::from(ops.next_gen & ANCHOR_GEN_MASK);
+        let a = ANCHOR | gen << 32 | ops.anchors.vacant_key() as u64;
+        if !self.driver.arm_multi(handle.raw_fd(), a, now) {
+            return false;
+        }
+        ops.anchors.insert((a, Arc::downgrade(handle)));
+        ops.inflight(handle).push(a);
+        // SAFETY: under the operations lock; the borrow ends here.
+        unsafe { handle.multi_unchecked() }.anchor = a;
+        true
+    }
+
+    /// Takes pooled receive `w` out of the slab, done with `buf` and `res`;
+    /// a descriptor its end closes goes to `last`.
+    fn complete_waiting(
+        &self,
+        ops: &mut Ops,
+        w: u64,
+        buf: Option<Vec<u8>>,
+        res: i32,
+        last: &mut Vec<(Arc<Handle>, OwnedFd)>,
+    ) -> Option<Entry> {
+        let Some(mut op) = ops.take(w) else {
+            if let Some(b) = buf {
+                self.pool.give(b);
+            }
+            return None;
+        };
+        if let Some(fd) = op.handle.op_done(w, ops.inflight(&op.handle)) {
+            last.push((op.handle.clone(), fd));
+        }
+        if let Some(b) = buf {
+            op.fill(b, &self.pool);
+        }
+        Some(Entry::Done(op, w, res))
+    }
+
+    /// A completion of anchor `t` (with [`MORE`] if the kernel keeps it
+    /// armed): hands the result to the oldest waiting receive or parks it,
+    /// and when the multishot receive ended, arms another for the receives
+    /// still waiting.
+    fn anchor_reaped(
+        &self,
+        ops: &mut Ops,
+        t: u64,
+        res: i32,
+        buf: Option<Vec<u8>>,
+        done: &mut Vec<Entry>,
+        last: &mut Vec<(Arc<Handle>, OwnedFd)>,
+    ) {
+        let more = t & MORE != 0;
+        let a = t & !MORE;
+        let Some(i) = ops.anchor_index(a) else {
+            if let Some(b) = buf {
+                self.pool.give(b);
+            }
+            return;
+        };
+        let Some(h) = ops.anchors[i].1.upgrade() else {
+            // Every user dropped the socket, which stopped this receive.
+            if let Some(b) = buf {
+                self.pool.give(b);
+            }
+            if !more {
+                ops.anchors.remove(i);
+                // Out of the kernel: its socket's descriptor may close now.
+                let mut orphans = lock(&self.orphans);
+                if let Some(j) = orphans.iter().position(|(t, _)| *t == a) {
+                    drop(orphans.swap_remove(j));
+                }
+            }
+            return;
+        };
+        // `h` may end up the last reference: its `Drop` takes no lock of the
+        // port's but the submission queue's and `orphans`.
+        if !more {
+            self.end_anchor(ops, &h, a, last);
+        }
+        // Not results of the socket's: the ring ran dry, the kernel cancelled
+        // it (asked, or its thread exited), or it has no multishot receives.
+        let refused = !more && self.driver.multishot_refused(res);
+        let spent = !more && (res == -libc::ENOBUFS || res == -libc::ECANCELED || refused);
+        if spent {
+            if let Some(b) = buf {
+                self.pool.give(b);
+            }
+        } else {
+            // SAFETY: under the operations lock; the borrow ends with the
+            // statement (`complete_waiting` takes no borrow of `h.multi`).
+            let w = unsafe { h.multi_unchecked() }.next_waiting();
+            match w {
+                Some(w) => done.extend(self.complete_waiting(ops, w, buf, res, last)),
+                None => {
+                    // SAFETY: as above, for this block.
+                    let m = unsafe { h.multi_unchecked() };
+                    let parked = m.park(buf, res);
+                    if more && parked >= PARK_LIMIT && !m.stopping {
+                        // Nobody receives: stop taking data off the socket.
+                        m.stopping = true;
+                        if let Err(e) = self.driver.cancel_behind(a, false) {
+                            log::warn!("ringport: stopping a multishot receive failed: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        if more || h.is_closed() || ops.closed {
+            return;
+        }
+        // SAFETY: as above; the borrow ends with the statement.
+        if !unsafe { h.multi_unchecked() }.has_waiting() {
+            return;
+        }
+        if !refused && self.arm(ops, &h, true) {
+            return;
+        }
+        // No multishot receives: each waiting receive goes to the kernel alone.
+        // SAFETY: as above.
+        while let Some(w) = unsafe { h.multi_unchecked() }.next_waiting() {
+            let Some((op, staged)) = ops.with_staged(w) else {
+                continue;
+            };
+            // SAFETY: `op` stays boxed in `self.ops` until its token is
+            // reaped, as for `start`; so do the staged entries'.
+            if let Err(e) = unsafe { self.driver.start(op, w, true, staged) } {
+                let res = -e.raw_os_error().unwrap_or(libc::EIO);
+                done.extend(self.complete_waiting(ops, w, None, res, last));
+            }
+        }
+    }
+
+    /// Anchor `a` of `h` is out of the kernel: forget it, and hand back the
+    /// results parked for a closed socket.
+    fn end_anchor(&self, ops: &mut Ops, h: &Arc<Handle>, a: u64, last: &mut Vec<(Arc<Handle>, OwnedFd)>) {
+        {
+            // SAFETY: under the operations lock; the borrow ends with this block.
+            let m = unsafe { h.multi_unchecked() };
+            m.anchor = 0;
+            m.stopping = false;
+            if h.is_closed() {
+                while let Some((buf, _)) = m.unpark() {
+                    if let Some(b) = buf {
+                        self.pool.give(b);
+                    }
+                }
+            }
+        }
+        if let Some(i) = ops.anchor_index(a) {
+            ops.anchors.remove(i);
+        }
+        if let Some(fd) = h.op_done(a, ops.inflight(h)) {
+            last.push((h.clone(), fd));
+        }
+    }
+
+    /// Stops anchor `a` (a close): the kernel is asked to cancel it, behind
+    /// its own entry if that is still queued, and its last completion ends it.
+    fn stop_anchor(&self, ops: &mut Ops, a: u64, now: bool) {
+        let Some(h) = ops.anchor_index(a).and_then(|i| ops.anchors[i].1.upgrade()) else {
+            return;
+        };
+        // SAFETY: under the operations lock; the borrow ends here.
+        let m = unsafe { h.multi_unchecked() };
+        if m.anchor != a {
+            return;
+        }
+        // Asked before (too much parked): the cancel may still be queued.
+        let r = if std::mem::replace(&mut m.stopping, true) {
+            if now {
+                self.driver.submit()
+            } else {
+                Ok(())
+            }
+        } else {
+            self.driver.cancel_behind(a, now)
+        };
+        if let Err(e) = r {
+            log::warn!("ringport: stopping a multishot receive failed: {e}");
+        }
+    }
+
+    /// The last reference to a socket with multishot receive `a` armed is
+    /// going (its `Drop`): stops the receive. True if its descriptor may
+    /// close now (the kernel took every queued entry, so none names it by
+    /// number any more); else it is given `fd`, and closes it when the
+    /// receive's last completion comes.
+    pub(crate) fn anchor_dropped(&self, a: u64, fd: OwnedFd) -> Option<OwnedFd> {
+        if let Err(e) = self.driver.cancel_behind(a, true) {
+            log::warn!("ringport: stopping a multishot receive failed: {e}");
+        }
+        if self.driver.all_submitted() {
+            return Some(fd);
+        }
+        lock(&self.orphans).push((a, fd));
+        None
+    }
+
+    /// Queues one completion made outside a reap, and hands it out.
+    fn queue_done(&self, entry: Entry) {
+        let queued = self.core.enqueue(std::iter::once(entry));
+        self.core.ops_done(1);
+        if queued && self.core.hand_out(None) {
+            self.driver.wake();
+        }
+    }
+
     #[inline]
     pub(crate) fn post(&self, packet: Packet) -> io::Result<()> {
         if self.core.is_closed() {
@@ -269,6 +547,8 @@ impl Port {
             ));
         }
         let mut tokens = lock(&self.ops).inflight(handle).to_vec();
+        // A socket's multishot receive is the port's, not an operation.
+        tokens.retain(|&x| x & ANCHOR == 0);
         if let Some(t) = op.map(OpId::raw) {
             tokens.retain(|&x| x == t);
         }
@@ -286,6 +566,17 @@ impl Port {
     /// descriptor if nothing is in flight, else the tokens to cancel.
     pub(crate) fn closing(&self, handle: &Handle) -> (Option<OwnedFd>, Vec<u64>) {
         let mut ops = lock(&self.ops);
+        // SAFETY: under the operations lock; the borrow ends here.
+        let a = unsafe { handle.multi_if_any() }.map_or(0, |m| m.anchor);
+        if a != 0 {
+            // The socket's own multishot receive must not hold its close:
+            // stop it now, and once the kernel took its entries (which name
+            // the socket by number), the descriptor no longer waits for it.
+            self.stop_anchor(&mut ops, a, true);
+            if self.driver.all_submitted() {
+                ops.inflight(handle).remove(a);
+            }
+        }
         handle.closing(ops.inflight(handle))
     }
 
@@ -295,11 +586,24 @@ impl Port {
         let mut never_sent = Vec::new();
         let targets: Vec<(u64, Arc<Handle>)> = {
             let mut ops = lock(&self.ops);
+            for &a in tokens.iter().filter(|&&t| t & ANCHOR != 0) {
+                self.stop_anchor(&mut ops, a, false);
+            }
             tokens
                 .iter()
+                .filter(|&&t| t & ANCHOR == 0)
                 .filter_map(|&t| {
                     let (op, staged) = ops.with_staged(t)?;
                     op.cancel_requested = true;
+                    // Waiting for its socket's multishot receive: not in the
+                    // kernel.
+                    // SAFETY: under the operations lock; the borrow ends here.
+                    if matches!(op.req, Request::RecvPooled { .. })
+                        && unsafe { op.handle.multi_if_any() }.is_some_and(|m| m.unwait(t))
+                    {
+                        never_sent.push((t, -libc::ECANCELED));
+                        return None;
+                    }
                     // Still staged: it never reached the kernel.
                     if let Some(i) = staged.iter().position(|e| e.get_user_data() == t) {
                         staged.remove(i);
@@ -393,6 +697,11 @@ impl Port {
             let mut next = 0;
             for (t, res) in s.raw.drain(..) {
                 let picked = pick(&mut s.filled, &mut next, t);
+                if t & ANCHOR != 0 {
+                    let buf = picked.map(|(buf, _)| buf);
+                    self.anchor_reaped(&mut ops, t, res, buf, &mut s.done, &mut last);
+                    continue;
+                }
                 let op = match self.resubmit(&mut ops, t, res) {
                     Ok(()) => None,
                     Err(res) => ops.take(t).map(|op| (op, res)),
@@ -761,14 +1070,15 @@ impl Port {
     /// port: only the owner enters the kernel there.
     pub(crate) fn drain(&self) {
         let limit = Instant::now() + DRAIN_LIMIT;
-        while self.core.inflight() > 0 && Instant::now() < limit {
+        let armed = || !lock(&self.ops).anchors.is_empty();
+        while (self.core.inflight() > 0 || armed()) && Instant::now() < limit {
             let slice = Some(Duration::from_millis(20));
             if let Err(e) = self.reap(Wait::For(slice, &|| true), None) {
                 log::warn!("ringport: draining the port failed: {e}");
                 break;
             }
         }
-        let left = self.core.inflight();
+        let left = self.core.inflight() + lock(&self.ops).anchors.len();
         if left > 0 {
             // The kernel still holds these buffers: leaking them is the only
             // safe choice once we stop waiting.
@@ -776,6 +1086,9 @@ impl Port {
             let mut ops = lock(&self.ops);
             for op in ops.slab.drain() {
                 std::mem::forget(op);
+            }
+            for h in ops.anchors.drain() {
+                std::mem::forget(h);
             }
             log::error!("ringport: {left} operations did not finish after cancellation; their memory is leaked");
         }
@@ -802,6 +1115,17 @@ impl Port {
         self.close();
         self.drain();
     }
+}
+
+/// How [`Port::start_multi`] started a pooled receive.
+enum Multishot {
+    /// It waits for its socket's multishot receive.
+    Waiting,
+    /// It took a parked result: its completion, and the descriptor it
+    /// released (a close came meanwhile).
+    Done(Entry, Option<OwnedFd>),
+    /// No multishot receive could be armed: it goes to the kernel alone.
+    NotArmed,
 }
 
 /// The vectors of one reap, kept by each thread between reaps so that a busy
@@ -879,6 +1203,7 @@ mod tests {
             next_gen: 0,
             started: 0,
             staged: Vec::new(),
+            anchors: Slab::new(),
             closed: false,
         }
     }

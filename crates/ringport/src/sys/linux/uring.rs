@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -44,6 +44,13 @@ use crate::port::thread_token;
 pub(crate) const WAKE: u64 = u64::MAX;
 /// `user_data` of cancellation entries (their own results are not needed).
 pub(crate) const CANCEL: u64 = u64::MAX - 1;
+
+/// The bit that marks a multishot receive's token (see `handle::Multi`):
+/// the port's operation tokens keep it clear (their generations are 30 bits).
+pub(crate) const ANCHOR: u64 = 1 << 62;
+/// Set by the driver in the token it reports for a multishot receive's
+/// completion when the kernel keeps the receive armed (`IORING_CQE_F_MORE`).
+pub(crate) const MORE: u64 = 1 << 61;
 
 /// How long another thread of a single-thread port waits before it looks at
 /// the completion queue again (only `close` waits there).
@@ -103,6 +110,12 @@ pub(crate) struct Uring {
     flags: &'static str,
     /// Set for a single-thread port whose kernel took the flags.
     single: Option<Single>,
+    /// Pooled receives go through a multishot receive per socket
+    /// (`Builder::multishot_recv`); cleared if the kernel refuses one.
+    multishot: AtomicBool,
+    /// A multishot receive has worked here, so an `EINVAL` from one is the
+    /// socket's and not a kernel without them.
+    multishot_seen: AtomicBool,
 }
 
 impl std::fmt::Debug for Uring {
@@ -141,6 +154,7 @@ impl Uring {
         cq_entries: u32,
         pool: Arc<BufPool>,
         single: bool,
+        multishot: bool,
     ) -> io::Result<Uring> {
         let owned = if single {
             Self::owned_ring(entries, cq_entries)
@@ -204,6 +218,8 @@ impl Uring {
             flags,
             bufs: OnceLock::new(),
             leak_bufs: AtomicBool::new(false),
+            multishot: AtomicBool::new(multishot),
+            multishot_seen: AtomicBool::new(false),
         };
         if uring.single.is_some() {
             // Registered now, while any thread may still register.
@@ -345,6 +361,39 @@ impl Uring {
             self.ring.params().cq_entries(),
             self.flags
         )
+    }
+
+    /// Multishot receives are on: asked for, and not refused by the kernel.
+    /// The buffer ring is checked when one is armed.
+    pub(crate) fn multishot_on(&self) -> bool {
+        self.multishot.load(Ordering::Relaxed)
+    }
+
+    /// The entry of a multishot receive on `fd` for pooled receives, under
+    /// token `anchor`; `None` when they are off, or the kernel has no buffer
+    /// ring (the receives then go one at a time).
+    pub(crate) fn prepare_multi(&self, fd: RawFd, anchor: u64) -> Option<squeue::Entry> {
+        if !self.multishot.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.buf_ring()?;
+        let entry = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
+            .build()
+            .user_data(anchor);
+        Some(entry)
+    }
+
+    /// A multishot receive ended with `res`, which could be the kernel's
+    /// refusal of multishot receives (before Linux 6.0): true if so, and
+    /// pooled receives go one at a time from now on.
+    pub(crate) fn multishot_refused(&self, res: i32) -> bool {
+        if res != -libc::EINVAL || self.multishot_seen.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.multishot.swap(false, Ordering::Relaxed) {
+            log::info!("ringport: no multishot receives (EINVAL); pooled receives go one at a time");
+        }
+        true
     }
 
     /// Builds the entry for `op`. The entry points into `op`, which the port
@@ -524,6 +573,24 @@ impl Uring {
         Ok(false)
     }
 
+    /// Asks the kernel to cancel `token`, queued behind every entry queued so
+    /// far (its own, if still queued, included); submitted if `now`.
+    pub(crate) fn cancel_behind(&self, token: u64, now: bool) -> io::Result<()> {
+        let mut sq = lock(&self.sq);
+        let entry = opcode::AsyncCancel::new(token).build().user_data(CANCEL);
+        sq.backlog.push_back(entry);
+        self.refill(&mut sq, now)
+    }
+
+    /// The kernel took every entry queued so far: nothing in the backlog or
+    /// the submission queue.
+    pub(crate) fn all_submitted(&self) -> bool {
+        let sq = lock(&self.sq);
+        // SAFETY: the submission queue is only touched under `self.sq`.
+        let empty = unsafe { self.ring.submission_shared() }.is_empty();
+        sq.backlog.is_empty() && empty
+    }
+
     /// Wakes the poller out of the kernel. At most one wake-up is in flight.
     pub(crate) fn wake(&self) {
         if self.single.is_some() {
@@ -681,7 +748,11 @@ impl Uring {
                 return self.single.is_some() && again;
             }
             CANCEL => {}
-            token => {
+            mut token => {
+                if token & ANCHOR != 0 && cqueue::more(cqe.flags()) {
+                    token |= MORE;
+                    self.multishot_seen.store(true, Ordering::Relaxed);
+                }
                 if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                     let ring = self.bufs.get().and_then(Option::as_ref);
                     let ring = ring.expect("a buffer is selected only from the port's ring");
