@@ -10,16 +10,29 @@ use std::io::Read;
 use std::net::Shutdown;
 use std::time::Duration;
 
-use ringport::{CompletionPort, OpKind};
+use ringport::{Backend, Builder, CompletionPort, GetError, OpKind};
 use util::{assert_nothing_more, each_backend};
 
 fn pooled_port(b: ringport::Builder, count: usize, size: usize) -> CompletionPort {
     b.concurrency(1).recv_buffers(count, size).build().unwrap()
 }
 
+/// Runs `f` once per backend, and on io_uring once more with multishot
+/// receives off (`Builder::multishot_recv(false)`): pooled receives then go
+/// to the kernel one at a time, the way kernels before 6.0 take them.
+fn each_mode(mut f: impl FnMut(Backend, Builder)) {
+    each_backend(|backend, b| {
+        f(backend, b.clone());
+        if backend == Backend::IoUring {
+            eprintln!("-- backend io_uring, multishot receives off");
+            f(backend, b.multishot_recv(false));
+        }
+    });
+}
+
 #[test]
 fn data_arrives_in_a_pool_buffer() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 8, 4096);
         let (mut client, server) = util::tcp_pair();
         let sock = port.associate(server, 3).unwrap();
@@ -40,7 +53,7 @@ fn data_arrives_in_a_pool_buffer() {
 
 #[test]
 fn zero_bytes_when_the_peer_closes() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 8, 1024);
         let (client, server) = util::tcp_pair();
         let sock = port.associate(server, 1).unwrap();
@@ -54,7 +67,7 @@ fn zero_bytes_when_the_peer_closes() {
 
 #[test]
 fn cancel_completes_without_a_buffer() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 8, 1024);
         let (_client, server) = util::tcp_pair();
         let sock = port.associate(server, 1).unwrap();
@@ -72,7 +85,7 @@ fn cancel_completes_without_a_buffer() {
 /// every byte in place, and buffers the caller never recycles are replaced.
 #[test]
 fn more_receivers_than_buffers() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 4, 256);
         const CONNS: usize = 64;
         const MSG: usize = 100;
@@ -121,7 +134,7 @@ fn more_receivers_than_buffers() {
 /// count of buffers handed out stays at the pool's own.
 #[test]
 fn idle_receives_hold_no_buffer() {
-    each_backend(|backend, b| {
+    each_mode(|backend, b| {
         let port = pooled_port(b, 16, 64 * 1024);
         let mut peers = Vec::new();
         let mut handles = Vec::new();
@@ -149,7 +162,7 @@ fn idle_receives_hold_no_buffer() {
 /// one after a receive that left data tries at once).
 #[test]
 fn every_receive_gets_the_next_bytes_whenever_they_arrive() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 8, 1024);
         let (mut client, server) = util::tcp_pair();
         let sock = port.associate(server, 1).unwrap();
@@ -193,7 +206,7 @@ fn every_receive_gets_the_next_bytes_whenever_they_arrive() {
 /// allows for I/O on one handle.
 #[test]
 fn several_receives_on_one_socket_each_complete_once() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 8, 1024);
         let (mut client, server) = util::tcp_pair();
         let sock = port.associate(server, 1).unwrap();
@@ -220,7 +233,7 @@ fn several_receives_on_one_socket_each_complete_once() {
 /// everything back.
 #[test]
 fn data_sent_while_nobody_receives_waits_for_the_next_receive() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 16, 1024);
         let (mut client, server) = util::tcp_pair();
         let sock = port.associate(server, 1).unwrap();
@@ -272,7 +285,7 @@ fn data_sent_while_nobody_receives_waits_for_the_next_receive() {
 
 #[test]
 fn cancelling_one_waiting_receive_leaves_the_next() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 8, 1024);
         let (mut client, server) = util::tcp_pair();
         let sock = port.associate(server, 1).unwrap();
@@ -295,7 +308,7 @@ fn cancelling_one_waiting_receive_leaves_the_next() {
 /// a receive of its own armed must end it then).
 #[test]
 fn dropping_the_last_handle_after_a_receive_closes_the_socket() {
-    each_backend(|_, b| {
+    each_mode(|_, b| {
         let port = pooled_port(b, 8, 1024);
         let (mut client, server) = util::tcp_pair();
         let sock = port.associate(server, 1).unwrap();
@@ -309,5 +322,157 @@ fn dropping_the_last_handle_after_a_receive_closes_the_socket() {
         client.set_read_timeout(Some(util::LONG)).unwrap();
         let mut b = [0; 1];
         assert_eq!(client.read(&mut b).unwrap(), 0, "last handle gone: closed");
+    });
+}
+
+/// A peer that keeps sending to a socket whose program stopped receiving is
+/// held back by TCP: the port takes at most a few buffers of it off the
+/// socket (a multishot receive is stopped once 4 results wait), never all of
+/// it. Then every byte still comes, in order, to the receives that follow.
+#[test]
+fn a_peer_sending_to_a_socket_nobody_receives_on_is_held_back() {
+    each_mode(|_, b| {
+        let port = pooled_port(b, 16, 16 * 1024);
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        port.recv_pooled(&sock, 0).unwrap();
+        util::write_all(&mut client, b"x");
+        let c = util::get(&port);
+        assert_eq!(c.result().as_ref().ok(), Some(&1));
+        drop(c);
+        // Nobody receives now. Far more than the socket buffers hold, sent
+        // without blocking while the port keeps reaping (posts).
+        const LIMIT: usize = 256 << 20;
+        let data = util::pattern(LIMIT, 9);
+        client.set_nonblocking(true).unwrap();
+        let (mut sent, mut stuck) = (0, 0);
+        while sent < LIMIT && stuck < 50 {
+            match std::io::Write::write(&mut client, &data[sent..(sent + 64 * 1024).min(LIMIT)]) {
+                Ok(n) => {
+                    sent += n;
+                    stuck = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    stuck += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+            util::post(&port, 0).unwrap();
+            let _ = util::get(&port);
+        }
+        assert!(
+            sent < LIMIT,
+            "the peer was never held back ({sent} bytes taken)"
+        );
+        client.set_nonblocking(false).unwrap();
+        // Every byte, in order, to the receives that follow.
+        let mut got = Vec::with_capacity(sent);
+        while got.len() < sent {
+            port.recv_pooled(&sock, 1).unwrap();
+            let mut c = util::get(&port);
+            let n = c.take_result().unwrap();
+            assert!(n > 0, "data, not the end of the stream");
+            let buf = c.take_buf().unwrap();
+            got.extend_from_slice(&buf);
+            port.recycle(buf);
+        }
+        assert!(got == data[..sent], "the bytes came back in order");
+        assert_nothing_more(&port, Duration::from_millis(20));
+    });
+}
+
+/// Dropping the last handle of a socket that has data kept for it (nobody
+/// received it) closes the socket, with nothing dequeued after, and leaves
+/// no descriptor behind.
+#[test]
+fn dropping_a_socket_with_data_kept_for_it_closes_it() {
+    each_mode(|_, b| {
+        let port = pooled_port(b, 8, 1024);
+        let before = util::open_fds();
+        let (mut client, server) = util::tcp_pair();
+        let sock = port.associate(server, 1).unwrap();
+        port.recv_pooled(&sock, 0).unwrap();
+        util::write_all(&mut client, b"one");
+        drop(util::get(&port));
+        util::write_all(&mut client, b"two, nobody receives it");
+        // Let the port reap it (a post goes through a dequeue).
+        std::thread::sleep(Duration::from_millis(20));
+        util::post(&port, 0).unwrap();
+        drop(util::get(&port));
+        drop(sock);
+        client.set_read_timeout(Some(util::LONG)).unwrap();
+        let mut b = [0; 1];
+        match client.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the socket did not close: {other:?}"),
+        }
+        drop(client);
+        util::wait_until("no descriptor left", || util::open_fds() <= before);
+        assert_eq!(port.stats().in_flight, 0);
+    });
+}
+
+/// Closing the port with pooled receives waiting on many sockets (and data
+/// kept for some) gives every operation back and closes every socket once
+/// its handles are gone.
+#[test]
+fn closing_the_port_with_receives_waiting_closes_every_socket() {
+    each_mode(|_, b| {
+        let port = pooled_port(b, 8, 1024);
+        let before = util::open_fds();
+        let mut peers = Vec::new();
+        let mut handles = Vec::new();
+        for k in 0..20u64 {
+            let (client, server) = util::tcp_pair();
+            let h = port.associate(server, k).unwrap();
+            port.recv_pooled(&h, 0).unwrap();
+            peers.push(client);
+            handles.push(h);
+        }
+        // Every fourth socket's receive completes, and more data comes for
+        // it, which nobody receives; every eighth starts another receive.
+        for k in (0..20).step_by(4) {
+            util::write_all(&mut peers[k], b"first");
+        }
+        let mut done: Vec<u64> = (0..5)
+            .map(|_| {
+                let c = util::get(&port);
+                assert_eq!(c.result().as_ref().ok(), Some(&5));
+                c.key()
+            })
+            .collect();
+        done.sort_unstable();
+        assert_eq!(done, [0, 4, 8, 12, 16]);
+        for k in (0..20).step_by(4) {
+            util::write_all(&mut peers[k], b"kept");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        util::post(&port, 0).unwrap();
+        drop(util::get(&port));
+        for k in (0..20).step_by(8) {
+            port.recv_pooled(&handles[k], 1).unwrap();
+        }
+        port.close();
+        assert!(matches!(
+            port.get(Some(Duration::ZERO)),
+            Err(GetError::Closed)
+        ));
+        assert_eq!(port.stats().in_flight, 0, "every operation given back");
+        drop(handles);
+        for mut client in peers {
+            client.set_read_timeout(Some(util::LONG)).unwrap();
+            let mut buf = [0; 16];
+            loop {
+                match client.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => panic!("nothing is sent to the peer"),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                    Err(e) => panic!("the socket did not close: {e}"),
+                }
+            }
+        }
+        util::wait_until("no descriptor left", || util::open_fds() <= before);
     });
 }

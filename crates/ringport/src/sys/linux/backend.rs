@@ -24,7 +24,13 @@ pub(crate) fn choose(b: &Builder, pool: &Arc<BufPool>) -> io::Result<(Driver, Ba
     };
     match b.backend {
         Backend::IoUring | Backend::Auto => {
-            match Uring::new(b.entries, cq, pool.clone(), b.single_thread, b.multishot_recv) {
+            match Uring::new(
+                b.entries,
+                cq,
+                pool.clone(),
+                b.single_thread,
+                b.multishot_recv,
+            ) {
                 Ok(u) => {
                     let why = format!("io_uring available ({})", u.describe());
                     Ok((Driver::Uring(u), Backend::IoUring, why))

@@ -419,7 +419,11 @@ impl Drop for Handle {
     fn drop(&mut self) {
         let fd = lock(&self.state).fd.take();
         let anchor = self.multi.get_mut().as_ref().map_or(0, |m| m.anchor);
-        let port = if anchor != 0 { self.port.upgrade() } else { None };
+        let port = if anchor != 0 {
+            self.port.upgrade()
+        } else {
+            None
+        };
         match (fd, port) {
             // The port's multishot receive is still armed on the socket: the
             // port stops it and closes the descriptor once that is safe.

@@ -12,10 +12,10 @@ use slab::Slab;
 use super::backend::choose;
 use super::driver::{Driver, Wait};
 use super::epoll::Source;
+use super::handle::PARK_LIMIT;
 use super::handle::{Handle, Owned, Tokens};
 use super::op::{Entry, Op};
 use super::thread;
-use super::handle::PARK_LIMIT;
 use super::uring::{Filled, ANCHOR, MORE};
 use super::waiters::{lock, Arrival, Core, Status, Waiter, AWAY_LIMIT};
 use crate::completion::{Completion, GetError, OpId, Packet, StartError};
@@ -114,7 +114,8 @@ impl Ops {
 
     fn tokens(&self) -> Vec<u64> {
         let ops = self.slab.iter().map(|(i, op)| token(i, op.gen));
-        ops.chain(self.anchors.iter().map(|(_, (a, _))| *a)).collect()
+        ops.chain(self.anchors.iter().map(|(_, (a, _))| *a))
+            .collect()
     }
 
     /// Anchor `a`'s place in `anchors`, if it is still in the kernel.
@@ -455,7 +456,13 @@ impl Port {
 
     /// Anchor `a` of `h` is out of the kernel: forget it, and hand back the
     /// results parked for a closed socket.
-    fn end_anchor(&self, ops: &mut Ops, h: &Arc<Handle>, a: u64, last: &mut Vec<(Arc<Handle>, OwnedFd)>) {
+    fn end_anchor(
+        &self,
+        ops: &mut Ops,
+        h: &Arc<Handle>,
+        a: u64,
+        last: &mut Vec<(Arc<Handle>, OwnedFd)>,
+    ) {
         {
             // SAFETY: under the operations lock; the borrow ends with this block.
             let m = unsafe { h.multi_unchecked() };

@@ -391,7 +391,9 @@ impl Uring {
             return false;
         }
         if self.multishot.swap(false, Ordering::Relaxed) {
-            log::info!("ringport: no multishot receives (EINVAL); pooled receives go one at a time");
+            log::info!(
+                "ringport: no multishot receives (EINVAL); pooled receives go one at a time"
+            );
         }
         true
     }
