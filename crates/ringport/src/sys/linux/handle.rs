@@ -464,8 +464,12 @@ pub(crate) struct Multi {
     more: Option<Box<VecDeque<u64>>>,
     /// Results that found no receive waiting: the buffer and the result.
     #[allow(clippy::box_collection)] // as above
-    parked: Option<Box<VecDeque<(Option<Vec<u8>>, i32)>>>,
+    parked: Option<Box<VecDeque<Parked>>>,
 }
+
+/// A result kept for a socket's next pooled receive: the buffer the kernel
+/// filled, if any, and the result.
+pub(crate) type Parked = (Option<Vec<u8>>, i32);
 
 /// Results that may wait on one socket before its multishot receive is
 /// stopped (see [`Multi`]).
@@ -524,7 +528,7 @@ impl Multi {
     }
 
     /// The oldest parked result, taken out.
-    pub(crate) fn unpark(&mut self) -> Option<(Option<Vec<u8>>, i32)> {
+    pub(crate) fn unpark(&mut self) -> Option<Parked> {
         let p = self.parked.as_mut()?;
         let r = p.pop_front();
         if p.is_empty() {
@@ -594,7 +598,37 @@ impl Tokens {
 
 #[cfg(test)]
 mod token_tests {
-    use super::{Registry, Tokens};
+    use super::{Multi, Registry, Tokens};
+
+    #[test]
+    fn waiting_receives_go_oldest_first() {
+        let mut m = Multi::default();
+        assert_eq!(m.next_waiting(), None);
+        for t in [5, 6, 7, 8] {
+            m.wait(t);
+        }
+        assert!(m.unwait(7));
+        assert!(!m.unwait(7), "taken once");
+        assert!(!m.unwait(0), "0 is no token");
+        assert!(m.unwait(5), "the oldest, too");
+        assert_eq!(m.next_waiting(), Some(6));
+        assert!(m.has_waiting());
+        assert_eq!(m.next_waiting(), Some(8));
+        assert!(!m.has_waiting());
+        assert_eq!(m.next_waiting(), None);
+    }
+
+    #[test]
+    fn parked_results_come_back_in_order() {
+        let mut m = Multi::default();
+        assert!(m.unpark().is_none());
+        assert_eq!(m.park(Some(b"a".to_vec()), 1), 1);
+        assert_eq!(m.park(None, 0), 2);
+        assert_eq!(m.unpark(), Some((Some(b"a".to_vec()), 1)));
+        assert_eq!(m.unpark(), Some((None, 0)));
+        assert!(m.unpark().is_none());
+        assert!(m.parked.is_none(), "nothing kept once empty");
+    }
 
     #[test]
     fn registry_keeps_every_descriptor_of_an_identity() {

@@ -604,10 +604,10 @@ impl Port {
                     op.cancel_requested = true;
                     // Waiting for its socket's multishot receive: not in the
                     // kernel.
-                    // SAFETY: under the operations lock; the borrow ends here.
-                    if matches!(op.req, Request::RecvPooled { .. })
-                        && unsafe { op.handle.multi_if_any() }.is_some_and(|m| m.unwait(t))
-                    {
+                    let waiting = matches!(op.req, Request::RecvPooled { .. })
+                        // SAFETY: under the operations lock; the borrow ends here.
+                        && unsafe { op.handle.multi_if_any() }.is_some_and(|m| m.unwait(t));
+                    if waiting {
                         never_sent.push((t, -libc::ECANCELED));
                         return None;
                     }
