@@ -36,7 +36,8 @@ impl ServerKind {
     /// The servers this crate knows by name, with their binaries in `dir`:
     /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `ringport-shared`
     /// (io_uring with `--shared-ring`: one worker keeps the ordinary shared
-    /// ring instead of a single-thread port's), `tokio`, `mio`, `ceiling`,
+    /// ring instead of a single-thread port's), `ringport-single` (io_uring
+    /// with `--single-shot`: a receive per message, no multishot), `tokio`, `mio`, `ceiling`,
     /// `ceiling-coop` (the ceiling with ringport's ring setup flags) and
     /// `ceiling-single` (the ceiling with a single-shot receive per message).
     pub fn by_name(name: &str, dir: &Path) -> Option<ServerKind> {
@@ -50,6 +51,11 @@ impl ServerKind {
                 let mut args = serve("io_uring");
                 args.push("--shared-ring".into());
                 ("ringport-shared", "ringport", args)
+            }
+            "ringport-single" => {
+                let mut args = serve("io_uring");
+                args.push("--single-shot".into());
+                ("ringport-single", "ringport", args)
             }
             "tokio" => ("tokio", "tokio_echo", Vec::new()),
             "mio" => ("mio", "mio_echo", Vec::new()),

@@ -119,6 +119,10 @@ struct ServeArgs {
     /// worker otherwise gets a single-thread port; for comparing the two).
     #[arg(long)]
     shared_ring: bool,
+    /// Pooled receives one at a time in the kernel instead of one multishot
+    /// receive per socket (io_uring; for comparing the two).
+    #[arg(long)]
+    single_shot: bool,
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +226,7 @@ fn serve(a: ServeArgs) -> Result<bool> {
         stats_interval: nonzero(a.stats_interval),
         reuseport: a.reuseport,
         shared_ring: a.shared_ring,
+        single_shot: a.single_shot,
         ..server::Config::default()
     })?;
     println!(

@@ -138,11 +138,11 @@ impl Builder {
     /// Each socket's first pooled receive arms an `IORING_RECV_MULTISHOT`
     /// receive that stays in the kernel; each time data arrives it fills a
     /// buffer from the ring and completes the oldest pooled receive waiting
-    /// on the socket. Data that arrives while none waits is kept, at most 4
-    /// buffers per socket, and completes the next pooled receive at once;
-    /// past that the port stops the multishot receive until the next one, so
-    /// a peer that keeps sending to a socket nobody receives on is held back
-    /// by TCP. A server that receives, replies and receives again so arms
+    /// on the socket. Data that arrives while none waits is kept and
+    /// completes the next pooled receive at once. Each multishot receive
+    /// ends after 4 buffers' worth of bytes and the next is armed only for a
+    /// receive that waits, so at most that much is kept for a socket nobody
+    /// receives on, and a peer that keeps sending to it is held back by TCP. A server that receives, replies and receives again so arms
     /// nothing per message (BENCHMARKS.md measures what that is worth).
     /// Every operation still completes exactly once, and cancel and close
     /// behave as for any receive: a cancelled pooled receive completes as
@@ -153,9 +153,10 @@ impl Builder {
     ///
     /// # Platform behaviour
     ///
-    /// io_uring only, from Linux 6.0 (on older kernels the port finds out at
-    /// the first one and goes one at a time); epoll and Windows receive one at
-    /// a time.
+    /// io_uring only, on kernels with multishot receives and their byte cap
+    /// (`optlen`; Linux 6.18 has both): on a kernel that refuses one, the port
+    /// finds out at the first and goes one at a time. Epoll and Windows
+    /// receive one at a time.
     pub fn multishot_recv(mut self, yes: bool) -> Builder {
         self.multishot_recv = yes;
         self

@@ -81,6 +81,9 @@ pub struct Config {
     /// default one worker gets a single-thread port: see
     /// `Builder::single_thread`).
     pub shared_ring: bool,
+    /// Pooled receives one at a time in the kernel, not through a multishot
+    /// receive per socket (see `Builder::multishot_recv`; for comparing).
+    pub single_shot: bool,
     /// Size of the pooled receive buffers (512 of them are shared by every
     /// connection; an idle connection holds none).
     pub buf_size: usize,
@@ -99,6 +102,7 @@ impl Default for Config {
             stats_interval: None,
             reuseport: false,
             shared_ring: false,
+            single_shot: false,
             buf_size: 16 * 1024,
         }
     }
@@ -146,11 +150,24 @@ pub fn open_port(
     buf_size: usize,
     single: bool,
 ) -> Result<CompletionPort> {
+    open_port_with(backend, concurrency, buf_size, single, true)
+}
+
+/// [`open_port`], choosing whether pooled receives go through a multishot
+/// receive per socket (`Builder::multishot_recv`).
+pub fn open_port_with(
+    backend: Backend,
+    concurrency: usize,
+    buf_size: usize,
+    single: bool,
+    multishot: bool,
+) -> Result<CompletionPort> {
     CompletionPort::builder()
         .backend(backend)
         .concurrency(concurrency)
         .recv_buffers(512, buf_size)
         .single_thread(single)
+        .multishot_recv(multishot)
         .build()
         .map_err(|e| match backend {
             Backend::Auto => Error::msg(format!("cannot open a completion port: {e}")),
@@ -206,7 +223,13 @@ impl Server {
         // One worker: the port is that thread's alone, and io_uring can run
         // its ring for it (SINGLE_ISSUER + DEFER_TASKRUN).
         let single = cfg.threads == 1 && !cfg.shared_ring;
-        let port = open_port(cfg.backend, cfg.concurrency, cfg.buf_size, single)?;
+        let port = open_port_with(
+            cfg.backend,
+            cfg.concurrency,
+            cfg.buf_size,
+            single,
+            !cfg.single_shot,
+        )?;
         let listener = bind(&cfg)?;
         let addr = listener
             .local_addr()

@@ -31,7 +31,8 @@ use ringport_bench::server::ServerKind;
 const USAGE: &str = "\
 usage: compare [--runs 3] [--duration 5] [--warmup 1] [--threads 1,2]
                [--servers ringport-io_uring,ringport-epoll,tokio,mio,ceiling]
-               (also ringport-shared: one worker on ringport's shared ring, not a
+               (also ringport-single: ringport with a receive per message, no multishot;
+                ringport-shared: one worker on ringport's shared ring, not a
                 single-thread port's; ceiling-coop: the ceiling with ringport's COOP_TASKRUN ring setup;
                 ceiling-single: the ceiling with a single-shot receive per message)
                [--loads 50x64,10x16384] [--pipeline 1] [--client-threads 1]

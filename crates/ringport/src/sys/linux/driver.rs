@@ -188,15 +188,22 @@ impl Driver {
 
     /// `filled`: buffers the kernel picked for pooled receives, by token
     /// (io_uring; epoll fills them in the operation itself).
+    /// `finish` takes in what was reaped, before any later reap's (io_uring
+    /// calls it under its completion lock).
     pub(crate) fn reap(
         &self,
         wait: Wait<'_>,
         out: &mut Vec<(u64, i32)>,
         filled: &mut Filled,
+        finish: &mut dyn FnMut(&mut Vec<(u64, i32)>, &mut Filled),
     ) -> io::Result<()> {
         match self {
-            Driver::Uring(u) => u.reap(wait, out, filled),
-            Driver::Epoll(e) => e.reap(wait, out),
+            Driver::Uring(u) => u.reap(wait, out, filled, finish),
+            Driver::Epoll(e) => {
+                let r = e.reap(wait, out);
+                finish(out, filled);
+                r
+            }
         }
     }
 

@@ -447,15 +447,16 @@ pub(crate) fn closed_error() -> io::Error {
 /// to the oldest pooled receive waiting here; one that finds none waits in
 /// `parked` for the next receive, which then completes at once. So a server
 /// that receives, replies and receives again arms nothing per message: the
-/// kernel keeps watching the socket. At most [`PARK_LIMIT`] results wait per
-/// socket: past that the port cancels the multishot receive, so a peer that
-/// sends while nobody receives is held back by TCP again, as with one
-/// receive at a time.
+/// kernel keeps watching the socket. Each multishot receive ends after
+/// [`PARK_LIMIT`] buffers' worth of bytes (its `optlen`), and the port arms
+/// the next one only for a receive that waits: so at most that much waits
+/// for a socket nobody receives on, and its peer is held back by TCP, as with
+/// one receive at a time.
 #[derive(Debug, Default)]
 pub(crate) struct Multi {
     /// The armed multishot receive's token; 0 when none is armed.
     pub(crate) anchor: u64,
-    /// The port asked the kernel to cancel the armed one (too much parked).
+    /// The port asked the kernel to cancel the armed one (a close).
     pub(crate) stopping: bool,
     /// The oldest pooled receive waiting for data (its token), 0 for none.
     first: u64,
@@ -471,8 +472,8 @@ pub(crate) struct Multi {
 /// filled, if any, and the result.
 pub(crate) type Parked = (Option<Vec<u8>>, i32);
 
-/// Results that may wait on one socket before its multishot receive is
-/// stopped (see [`Multi`]).
+/// Buffers' worth of bytes one multishot receive takes before it ends, and
+/// so the most that waits for a socket nobody receives on (see [`Multi`]).
 pub(crate) const PARK_LIMIT: usize = 4;
 
 impl Multi {

@@ -12,7 +12,6 @@ use slab::Slab;
 use super::backend::choose;
 use super::driver::{Driver, Wait};
 use super::epoll::Source;
-use super::handle::PARK_LIMIT;
 use super::handle::{Handle, Owned, Tokens};
 use super::op::{Entry, Op};
 use super::thread;
@@ -416,16 +415,8 @@ impl Port {
             match w {
                 Some(w) => done.extend(self.complete_waiting(ops, w, buf, res, last)),
                 None => {
-                    // SAFETY: as above, for this block.
-                    let m = unsafe { h.multi_unchecked() };
-                    let parked = m.park(buf, res);
-                    if more && parked >= PARK_LIMIT && !m.stopping {
-                        // Nobody receives: stop taking data off the socket.
-                        m.stopping = true;
-                        if let Err(e) = self.driver.cancel_behind(a, false) {
-                            log::warn!("ringport: stopping a multishot receive failed: {e}");
-                        }
-                    }
+                    // SAFETY: as above; the borrow ends with the statement.
+                    unsafe { h.multi_unchecked() }.park(buf, res);
                 }
             }
         }
@@ -665,7 +656,7 @@ impl Port {
             self.flush_staged();
         }
         let mut s = Scratch::take();
-        let r = self.driver.reap(wait, &mut s.raw, &mut s.filled);
+        let r = self.reap_into(wait, &mut s);
         self.complete(&mut s, me);
         s.put_back();
         r
@@ -694,7 +685,23 @@ impl Port {
     /// not queued yet, and still count in flight (the caller calls
     /// `Core::ops_done` once they are queued or taken).
     fn finish_reaped(&self, s: &mut Scratch) {
-        if s.raw.is_empty() {
+        let Scratch { raw, filled, done } = s;
+        self.finish_parts(raw, filled, done);
+    }
+
+    /// Reaps into `s` and takes the operations back (`finish_reaped`),
+    /// before any later reap's.
+    fn reap_into(&self, wait: Wait<'_>, s: &mut Scratch) -> io::Result<()> {
+        let Scratch { raw, filled, done } = s;
+        let mut finish = |raw: &mut Vec<(u64, i32)>, filled: &mut Filled| {
+            self.finish_parts(raw, filled, done);
+        };
+        self.driver.reap(wait, raw, filled, &mut finish)
+    }
+
+    /// [`Port::finish_reaped`] on the parts of a `Scratch`.
+    fn finish_parts(&self, raw: &mut Vec<(u64, i32)>, filled: &mut Filled, done: &mut Vec<Entry>) {
+        if raw.is_empty() {
             return;
         }
         // Descriptors whose last operation this was, closed after the lock.
@@ -702,11 +709,11 @@ impl Port {
         {
             let mut ops = lock(&self.ops);
             let mut next = 0;
-            for (t, res) in s.raw.drain(..) {
-                let picked = pick(&mut s.filled, &mut next, t);
+            for (t, res) in raw.drain(..) {
+                let picked = pick(filled, &mut next, t);
                 if t & ANCHOR != 0 {
                     let buf = picked.map(|(buf, _)| buf);
-                    self.anchor_reaped(&mut ops, t, res, buf, &mut s.done, &mut last);
+                    self.anchor_reaped(&mut ops, t, res, buf, done, &mut last);
                     continue;
                 }
                 let op = match self.resubmit(&mut ops, t, res) {
@@ -726,10 +733,10 @@ impl Port {
                     op.handle.set_data_left(left);
                     op.fill(buf, &self.pool);
                 }
-                s.done.push(Entry::Done(op, t, res));
+                done.push(Entry::Done(op, t, res));
             }
         }
-        for (_, buf, _) in s.filled.drain(..) {
+        for (_, buf, _) in filled.drain(..) {
             if buf.capacity() > 0 {
                 self.pool.give(buf);
             }
@@ -915,8 +922,7 @@ impl Port {
         // as if queued and taken at once (the queue would hand it exactly
         // those), and the rest are queued.
         let mut s = Scratch::take();
-        let r = self.driver.reap(Wait::No, &mut s.raw, &mut s.filled);
-        self.finish_reaped(&mut s);
+        let r = self.reap_into(Wait::No, &mut s);
         let reaped = s.done.len();
         let direct = match r {
             Ok(()) => self.core.take_reaped(reaped, max),

@@ -33,6 +33,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use super::bufring::{self, BufRing};
 use super::driver::Wait;
+use super::handle::PARK_LIMIT;
 use super::op::{Addr, Op};
 use super::poller::PollerLock;
 use super::waiters::lock;
@@ -376,11 +377,14 @@ impl Uring {
         if !self.multishot.load(Ordering::Relaxed) {
             return None;
         }
-        self.buf_ring()?;
+        let ring = self.buf_ring()?;
         let entry = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP)
             .build()
             .user_data(anchor);
-        Some(entry)
+        // It ends after this many bytes (it is armed again only for a
+        // receive that waits), so at most that much waits for a socket.
+        let cap = ring.buf_len().saturating_mul(PARK_LIMIT as u32);
+        Some(with_optlen(entry, cap))
     }
 
     /// A multishot receive ended with `res`, which could be the kernel's
@@ -646,6 +650,7 @@ impl Uring {
         wait: Wait<'_>,
         out: &mut Vec<(u64, i32)>,
         filled: &mut Filled,
+        finish: &mut dyn FnMut(&mut Vec<(u64, i32)>, &mut Filled),
     ) -> io::Result<()> {
         let guard = match wait {
             Wait::No => self.cq.try_lock(),
@@ -656,21 +661,11 @@ impl Uring {
         let Some(mut dropped) = guard else {
             return Ok(());
         };
-        let mut consumed = self.drain(out, filled, &mut dropped)?;
-        let mut result = Ok(());
-        let mut nap = None;
-        if let Wait::For(timeout, still) = wait {
-            if consumed == 0 && still() {
-                if self.may_enter() {
-                    result = self.enter_wait(timeout);
-                    consumed += self.drain(out, filled, &mut dropped)?;
-                } else {
-                    // Another thread of a single-thread port (only `close`
-                    // waits here): the owner reaps; look again shortly.
-                    nap = Some(timeout.map_or(NAP, |t| t.min(NAP)));
-                }
-            }
-        }
+        let (result, consumed, nap) = self.reap_locked(wait, out, filled, &mut dropped);
+        // Still under the lock: the port takes in what this reap found
+        // before any later reap's, so the completions of one multishot
+        // receive are handed out in the kernel's order.
+        finish(out, filled);
         drop(dropped);
         if let Some(t) = nap {
             self.wake_owner();
@@ -683,6 +678,39 @@ impl Uring {
             }
         }
         result
+    }
+
+    /// The part of [`Uring::reap`] under the completion lock: the result,
+    /// how many entries it consumed, and how long to nap after.
+    fn reap_locked(
+        &self,
+        wait: Wait<'_>,
+        out: &mut Vec<(u64, i32)>,
+        filled: &mut Filled,
+        dropped: &mut u32,
+    ) -> (io::Result<()>, usize, Option<std::time::Duration>) {
+        let mut consumed = match self.drain(out, filled, dropped) {
+            Ok(n) => n,
+            Err(e) => return (Err(e), 1, None),
+        };
+        let mut result = Ok(());
+        let mut nap = None;
+        if let Wait::For(timeout, still) = wait {
+            if consumed == 0 && still() {
+                if self.may_enter() {
+                    result = self.enter_wait(timeout);
+                    match self.drain(out, filled, dropped) {
+                        Ok(n) => consumed += n,
+                        Err(e) => return (Err(e), consumed + 1, None),
+                    }
+                } else {
+                    // Another thread of a single-thread port (only `close`
+                    // waits here): the owner reaps; look again shortly.
+                    nap = Some(timeout.map_or(NAP, |t| t.min(NAP)));
+                }
+            }
+        }
+        (result, consumed, nap)
     }
 
     /// Empties the completion queue, flushing the kernel's overflow list into
@@ -795,6 +823,22 @@ impl Uring {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `entry` with its `optlen` set: for a multishot receive, the bytes after
+/// which it ends (the kernel's `mshot_total_len`; kernels without it refuse
+/// the entry with `EINVAL`, and the port then receives one at a time; this
+/// machine's 6.18 has it). The `io-uring` crate has no builder method for it.
+fn with_optlen(entry: squeue::Entry, optlen: u32) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `squeue::Entry` is `repr(C)` around the kernel's 64-byte
+    // `io_uring_sqe` (checked above), which has no padding and no invalid
+    // bit patterns: any 64 bytes are a valid value either way.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    // `optlen` is the u32 at byte 44 of `struct io_uring_sqe`.
+    raw[44..48].copy_from_slice(&optlen.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(raw) }
 }
 
 /// Errors of `io_uring_enter` that mean "try again", not failure.
