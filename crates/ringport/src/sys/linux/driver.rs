@@ -34,7 +34,7 @@ use io_uring::squeue;
 use super::epoll::{Epoll, Source};
 use super::handle::Handle;
 use super::op::Op;
-use super::uring::{Filled, Uring};
+use super::uring::{Filled, Finish, Uring};
 use crate::handle::HandleKind;
 
 /// How long a reap may wait.
@@ -195,7 +195,7 @@ impl Driver {
         wait: Wait<'_>,
         out: &mut Vec<(u64, i32)>,
         filled: &mut Filled,
-        finish: &mut dyn FnMut(&mut Vec<(u64, i32)>, &mut Filled),
+        finish: &mut Finish<'_>,
     ) -> io::Result<()> {
         match self {
             Driver::Uring(u) => u.reap(wait, out, filled, finish),

@@ -73,6 +73,10 @@ struct Sq {
 /// in the socket.
 pub(crate) type Filled = Vec<(u64, Vec<u8>, bool)>;
 
+/// What takes in a reap's `(token, result)` pairs and buffers, called by
+/// the reaping thread before any later reap's (see `Driver::reap`).
+pub(crate) type Finish<'a> = dyn FnMut(&mut Vec<(u64, i32)>, &mut Filled) + 'a;
+
 /// What a single-thread port's ring adds (see the module docs).
 #[derive(Debug)]
 struct Single {
@@ -650,7 +654,7 @@ impl Uring {
         wait: Wait<'_>,
         out: &mut Vec<(u64, i32)>,
         filled: &mut Filled,
-        finish: &mut dyn FnMut(&mut Vec<(u64, i32)>, &mut Filled),
+        finish: &mut Finish<'_>,
     ) -> io::Result<()> {
         let guard = match wait {
             Wait::No => self.cq.try_lock(),
