@@ -7,14 +7,23 @@ mod util;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use ringport::{Backend, Builder, CompletionPort, GetError, OpKind};
+use ringport::{Backend, Builder, CompletionPort, GetError, Handle, OpKind};
 use util::{assert_nothing_more, each_backend};
 
 fn pooled_port(b: ringport::Builder, count: usize, size: usize) -> CompletionPort {
     b.concurrency(1).recv_buffers(count, size).build().unwrap()
+}
+
+/// A port with 8 pool buffers of 1 KiB, and a connected pair whose server
+/// side is associated with it (key 1).
+fn connected(b: Builder) -> (CompletionPort, TcpStream, Handle) {
+    let port = pooled_port(b, 8, 1024);
+    let (client, server) = util::tcp_pair();
+    let sock = port.associate(server, 1).unwrap();
+    (port, client, sock)
 }
 
 /// Runs `f` once per backend, and on io_uring once more with multishot
@@ -54,9 +63,7 @@ fn data_arrives_in_a_pool_buffer() {
 #[test]
 fn zero_bytes_when_the_peer_closes() {
     each_mode(|_, b| {
-        let port = pooled_port(b, 8, 1024);
-        let (client, server) = util::tcp_pair();
-        let sock = port.associate(server, 1).unwrap();
+        let (port, client, sock) = connected(b);
         port.recv_pooled(&sock, 0).unwrap();
         client.shutdown(Shutdown::Write).unwrap();
         let mut c = util::get(&port);
@@ -68,9 +75,7 @@ fn zero_bytes_when_the_peer_closes() {
 #[test]
 fn cancel_completes_without_a_buffer() {
     each_mode(|_, b| {
-        let port = pooled_port(b, 8, 1024);
-        let (_client, server) = util::tcp_pair();
-        let sock = port.associate(server, 1).unwrap();
+        let (port, _client, sock) = connected(b);
         let id = port.recv_pooled(&sock, 0).unwrap();
         port.cancel(&sock, Some(id)).unwrap();
         let mut c = util::get(&port);
@@ -163,9 +168,7 @@ fn idle_receives_hold_no_buffer() {
 #[test]
 fn every_receive_gets_the_next_bytes_whenever_they_arrive() {
     each_mode(|_, b| {
-        let port = pooled_port(b, 8, 1024);
-        let (mut client, server) = util::tcp_pair();
-        let sock = port.associate(server, 1).unwrap();
+        let (port, mut client, sock) = connected(b);
         let recv = |port: &CompletionPort| {
             port.recv_pooled(&sock, 0).unwrap();
             let mut c = util::get(port);
@@ -207,9 +210,7 @@ fn every_receive_gets_the_next_bytes_whenever_they_arrive() {
 #[test]
 fn several_receives_on_one_socket_each_complete_once() {
     each_mode(|_, b| {
-        let port = pooled_port(b, 8, 1024);
-        let (mut client, server) = util::tcp_pair();
-        let sock = port.associate(server, 1).unwrap();
+        let (port, mut client, sock) = connected(b);
         let ids: Vec<_> = (0..3)
             .map(|u| port.recv_pooled(&sock, u).unwrap())
             .collect();
@@ -286,9 +287,7 @@ fn data_sent_while_nobody_receives_waits_for_the_next_receive() {
 #[test]
 fn cancelling_one_waiting_receive_leaves_the_next() {
     each_mode(|_, b| {
-        let port = pooled_port(b, 8, 1024);
-        let (mut client, server) = util::tcp_pair();
-        let sock = port.associate(server, 1).unwrap();
+        let (port, mut client, sock) = connected(b);
         let first = port.recv_pooled(&sock, 1).unwrap();
         let second = port.recv_pooled(&sock, 2).unwrap();
         port.cancel(&sock, Some(first)).unwrap();
@@ -309,9 +308,7 @@ fn cancelling_one_waiting_receive_leaves_the_next() {
 #[test]
 fn dropping_the_last_handle_after_a_receive_closes_the_socket() {
     each_mode(|_, b| {
-        let port = pooled_port(b, 8, 1024);
-        let (mut client, server) = util::tcp_pair();
-        let sock = port.associate(server, 1).unwrap();
+        let (port, mut client, sock) = connected(b);
         port.recv_pooled(&sock, 0).unwrap();
         util::write_all(&mut client, b"ping");
         let mut c = util::get(&port);
