@@ -53,6 +53,10 @@ pub(crate) const ANCHOR: u64 = 1 << 62;
 /// completion when the kernel keeps the receive armed (`IORING_CQE_F_MORE`).
 pub(crate) const MORE: u64 = 1 << 61;
 
+/// `IORING_ENTER_GETEVENTS`, which neither `libc` nor the `io-uring` crate
+/// exports for a raw `enter`.
+const ENTER_GETEVENTS: u32 = 1;
+
 /// How long another thread of a single-thread port waits before it looks at
 /// the completion queue again (only `close` waits there).
 const NAP: std::time::Duration = std::time::Duration::from_millis(1);
@@ -548,16 +552,42 @@ impl Uring {
         }
         // SAFETY: the submission queue is only touched under `self.sq`.
         let q = unsafe { self.ring.submission_shared() };
-        let needed = !q.is_empty() || q.taskrun() || q.cq_overflow();
+        let queued = q.len();
+        let needed = queued > 0 || q.taskrun() || q.cq_overflow();
         drop(q);
         if needed {
-            match self.ring.submitter().submit() {
+            match self.enter_submit(queued) {
                 Ok(_) => {}
                 Err(e) if is_transient(&e) => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(())
+    }
+
+    /// Enters the kernel to submit the `queued` entries of the submission
+    /// queue, under `self.sq`. On a single-thread ring the enter also carries
+    /// `GETEVENTS` (waiting for no completion), so the kernel runs the task
+    /// work deferred to this thread, up to the moment it returns, in the same
+    /// system call; the crate's `submit` asks for it only if the ring's
+    /// `TASKRUN` flag was already up before the call, and work that came in
+    /// after (a peer's next message, while the owner ran its handlers) then
+    /// cost a second enter at the next dequeue. Measured at 10 x 16 KiB, one
+    /// worker: 46,000 enters a second before, 21,000 after.
+    fn enter_submit(&self, queued: usize) -> io::Result<usize> {
+        if self.single.is_none() {
+            return self.ring.submitter().submit();
+        }
+        let queued = u32::try_from(queued).unwrap_or(u32::MAX);
+        // SAFETY: an enter without an argument pointer reads and writes
+        // nothing of ours but the rings the kernel mapped; the caller holds
+        // `self.sq`, and `queued` entries are in the queue (the kernel takes
+        // at most what is there).
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, ENTER_GETEVENTS, None)
+        }
     }
 
     /// Enters the kernel if entries are waiting in the queue, or if task work or
@@ -812,9 +842,17 @@ impl Uring {
         }
         let r = {
             let _sq = lock(&self.sq);
-            // Submitting under the lock keeps `in_kernel` honest; the wait itself
-            // happens without it so other threads can push meanwhile.
-            self.ring.submitter().submit()
+            // What is queued goes in under the lock, as every submission does;
+            // the wait itself happens without it so other threads can push
+            // meanwhile. With nothing queued, the waiting enter alone is
+            // enough: its `GETEVENTS` runs pending task work and flushes an
+            // overflow as well.
+            // SAFETY: the submission queue is only touched under `self.sq`.
+            if unsafe { self.ring.submission_shared() }.is_empty() {
+                Ok(0)
+            } else {
+                self.ring.submitter().submit()
+            }
         };
         if let Err(e) = r {
             if !is_transient(&e) {
