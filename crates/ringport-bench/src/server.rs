@@ -79,7 +79,26 @@ impl ServerKind {
     /// It could not be started, or did not print that line within 10 s (the
     /// message then holds the first line it wrote to stderr).
     pub fn start(&self, threads: usize) -> Result<Running, String> {
-        let mut child = Command::new(&self.program)
+        self.start_on(threads, None)
+    }
+
+    /// [`ServerKind::start`], on the CPUs `cpus` (a `taskset -c` list such
+    /// as `0` or `0-1`) if given.
+    ///
+    /// # Errors
+    ///
+    /// As for [`ServerKind::start`].
+    pub fn start_on(&self, threads: usize, cpus: Option<&str>) -> Result<Running, String> {
+        let mut cmd = match cpus {
+            // `taskset` execs the server, so the child's pid is the server's.
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        let mut child = cmd
             .args(&self.args)
             .args(["--addr", "127.0.0.1:0", "--threads", &threads.to_string()])
             .stdin(Stdio::null())

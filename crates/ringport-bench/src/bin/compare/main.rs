@@ -38,6 +38,7 @@ usage: compare [--runs 3] [--duration 5] [--warmup 1] [--threads 1,2]
                [--loads 50x64,10x16384] [--pipeline 1] [--client-threads 1]
                [--bin-dir target/release] [--client PATH] [--svg PATH] [--json PATH]
                [--syscalls (count the server's system calls with perf stat)]
+               [--pin (client on the last CPU, a one-thread server on the first, with taskset)]
 Build first: cargo build --release --workspace";
 
 const FLAGS: &[&str] = &[
@@ -69,7 +70,8 @@ struct Config {
 }
 
 fn run() -> Result<(), String> {
-    let args = Args::parse(std::env::args().skip(1), FLAGS, &["syscalls"]).map_err(|e| e.0)?;
+    let args =
+        Args::parse(std::env::args().skip(1), FLAGS, &["syscalls", "pin"]).map_err(|e| e.0)?;
     let cfg = config(&args)?;
     let before = machine::describe();
     eprintln!("machine: {before}");
@@ -86,6 +88,7 @@ fn run() -> Result<(), String> {
         "pipeline": cfg.load.pipeline,
         "client_threads": cfg.load.client_threads,
         "syscalls_counted": cfg.load.syscalls,
+        "pinned": cfg.load.pin.is_some(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     });
     let json = report::to_json(&rows, meta);
@@ -212,6 +215,16 @@ fn config(args: &Args) -> Result<Config, String> {
         pipeline: args.get("pipeline", 1).map_err(e)?,
         client_threads: args.get("client-threads", 1).map_err(e)?,
         syscalls: args.has("syscalls"),
+        pin: match args.has("pin") {
+            false => None,
+            true => {
+                let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                if n < 2 {
+                    return Err("--pin needs at least 2 CPUs".into());
+                }
+                Some(n)
+            }
+        },
     };
     Ok(Config {
         runs,

@@ -37,6 +37,27 @@ pub struct Load {
     pub client_threads: usize,
     /// Count the server's system calls in the window with `perf stat`.
     pub syscalls: bool,
+    /// Pin the client to the last CPU and a one-thread server to the first
+    /// (`--pin`); a server with more threads may use every CPU.
+    pub pin: Option<usize>,
+}
+
+impl Load {
+    /// The CPUs for a server with `threads` threads and for the client, as
+    /// `taskset -c` lists, when pinning.
+    fn cpus(&self, threads: usize) -> (Option<String>, Option<String>) {
+        match self.pin {
+            Some(n) if n >= 2 => {
+                let server = if threads == 1 {
+                    "0".to_string()
+                } else {
+                    format!("0-{}", n - 1)
+                };
+                (Some(server), Some((n - 1).to_string()))
+            }
+            _ => (None, None),
+        }
+    }
 }
 
 /// What one run measured.
@@ -66,15 +87,30 @@ pub fn run_once(
     sc: Scenario,
     load: &Load,
 ) -> Result<(Sample, String), String> {
-    let running = server.start(threads)?;
+    let (server_cpus, client_cpus) = load.cpus(threads);
+    let running = server.start_on(threads, server_cpus.as_deref())?;
     let banner = running.banner.clone();
-    let result = load_server(client, &running, sc, load);
+    let result = load_server(client, client_cpus.as_deref(), &running, sc, load);
     running.stop();
     result.map(|s| (s, banner))
 }
 
-fn load_server(client: &Path, srv: &Running, sc: Scenario, load: &Load) -> Result<Sample, String> {
-    let child = Command::new(client)
+fn load_server(
+    client: &Path,
+    cpus: Option<&str>,
+    srv: &Running,
+    sc: Scenario,
+    load: &Load,
+) -> Result<Sample, String> {
+    let mut cmd = match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(client);
+            c
+        }
+        None => Command::new(client),
+    };
+    let child = cmd
         .arg("bench")
         .args(["--addr", &srv.addr.to_string()])
         .args(["--connections", &sc.connections.to_string()])
