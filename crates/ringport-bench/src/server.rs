@@ -89,16 +89,7 @@ impl ServerKind {
     ///
     /// As for [`ServerKind::start`].
     pub fn start_on(&self, threads: usize, cpus: Option<&str>) -> Result<Running, String> {
-        let mut cmd = match cpus {
-            // `taskset` execs the server, so the child's pid is the server's.
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus]).arg(&self.program);
-                c
-            }
-            None => Command::new(&self.program),
-        };
-        let mut child = cmd
+        let mut child = command_on(&self.program, cpus)
             .args(&self.args)
             .args(["--addr", "127.0.0.1:0", "--threads", &threads.to_string()])
             .stdin(Stdio::null())
@@ -188,6 +179,19 @@ impl Running {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A command running `program`, on the CPUs `cpus` (a `taskset -c` list) if
+/// given. `taskset` execs the program, so the child's pid is the program's.
+pub fn command_on(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(program);
+            c
+        }
+        None => Command::new(program),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ringport_bench::proc;
 
-use ringport_bench::server::{Running, ServerKind};
+use ringport_bench::server::{command_on, Running, ServerKind};
 
 /// A load shape.
 #[derive(Clone, Copy, Debug)]
@@ -102,15 +102,7 @@ fn load_server(
     sc: Scenario,
     load: &Load,
 ) -> Result<Sample, String> {
-    let mut cmd = match cpus {
-        Some(cpus) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", cpus]).arg(client);
-            c
-        }
-        None => Command::new(client),
-    };
-    let child = cmd
+    let child = command_on(client, cpus)
         .arg("bench")
         .args(["--addr", &srv.addr.to_string()])
         .args(["--connections", &sc.connections.to_string()])
