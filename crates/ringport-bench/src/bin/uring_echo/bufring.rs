@@ -1,6 +1,7 @@
 //! A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): `COUNT` buffers of
-//! `SIZE` bytes that the kernel picks from for multishot receives, and that
-//! the server gives back once the echo of their bytes has been sent.
+//! `SIZE` bytes, `STRIDE` apart, that the kernel picks from for multishot
+//! receives, and that the server gives back once the echo of their bytes has
+//! been sent.
 
 use std::alloc::Layout;
 use std::io;
@@ -14,6 +15,13 @@ pub const COUNT: u16 = 512;
 /// Bytes per buffer.
 pub const SIZE: usize = 16 * 1024;
 const PAGE: usize = 4096;
+/// Bytes from one buffer's start to the next's. Buffers laid out a power of
+/// two apart start in the same few cache sets, so the first lines of all of
+/// them (a 64 B message is nothing else) compete for a handful of sets. On an
+/// AMD EPYC VM (1 MiB L2) this nearly doubled the ceiling's CPU per 16 KiB
+/// message (BENCHMARKS.md, "Runs AS and AT"). A few lines of padding spread
+/// them out.
+const STRIDE: usize = SIZE + 256;
 
 /// The ring and its buffers. Both are leaked on purpose: they live as long as
 /// the process, so the kernel can never hold an address of freed memory.
@@ -42,7 +50,7 @@ impl BufRing {
         if raw.is_null() {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
-        let bufs = vec![0u8; usize::from(COUNT) * SIZE].leak().as_mut_ptr();
+        let bufs = vec![0u8; usize::from(COUNT) * STRIDE].leak().as_mut_ptr();
         // SAFETY: the ring memory is page-aligned, holds COUNT entries and is
         // leaked, so it stays valid until the ring is destroyed.
         unsafe {
@@ -67,8 +75,8 @@ impl BufRing {
 
     /// The address of byte `offset` of buffer `bid`, for a send of its contents.
     pub fn addr(&self, bid: u16, offset: usize) -> *const u8 {
-        let at = usize::from(bid % COUNT) * SIZE + offset.min(SIZE);
-        // SAFETY: `at` is at most COUNT * SIZE, within (or one past) the buffer allocation.
+        let at = usize::from(bid % COUNT) * STRIDE + offset.min(SIZE);
+        // SAFETY: `at` is below COUNT * STRIDE, within the buffer allocation.
         unsafe { self.bufs.add(at) }
     }
 
