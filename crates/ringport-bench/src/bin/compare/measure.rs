@@ -37,8 +37,9 @@ pub struct Load {
     pub client_threads: usize,
     /// Count the server's system calls in the window with `perf stat`.
     pub syscalls: bool,
-    /// Pin the client to the last CPU and a one-thread server to the first
-    /// (`--pin`); a server with more threads may use every CPU.
+    /// With `--pin`, the machine's CPU count (at least 2, checked by
+    /// `config`): the client goes on the last CPU and a one-thread server on
+    /// the first; a server with more threads may use every CPU.
     pub pin: Option<usize>,
 }
 
@@ -47,7 +48,7 @@ impl Load {
     /// `taskset -c` lists, when pinning.
     fn cpus(&self, threads: usize) -> (Option<String>, Option<String>) {
         match self.pin {
-            Some(n) if n >= 2 => {
+            Some(n) => {
                 let server = if threads == 1 {
                     "0".to_string()
                 } else {
@@ -55,7 +56,7 @@ impl Load {
                 };
                 (Some(server), Some((n - 1).to_string()))
             }
-            _ => (None, None),
+            None => (None, None),
         }
     }
 }

@@ -19,7 +19,7 @@ const PAGE: usize = 4096;
 /// two apart start in the same few cache sets, so the first lines of all of
 /// them (a 64 B message is nothing else) compete for a handful of sets. On an
 /// AMD EPYC VM (1 MiB L2) this nearly doubled the ceiling's CPU per 16 KiB
-/// message (BENCHMARKS.md, "Runs AS and AT"). A few lines of padding spread
+/// message (BENCHMARKS.md, "Runs AS to AV"). A few lines of padding spread
 /// them out.
 const STRIDE: usize = SIZE + 256;
 

@@ -572,8 +572,9 @@ impl Uring {
     /// system call; the crate's `submit` asks for it only if the ring's
     /// `TASKRUN` flag was already up before the call, and work that came in
     /// after (a peer's next message, while the owner ran its handlers) then
-    /// cost a second enter at the next dequeue. Measured at 10 x 16 KiB, one
-    /// worker: 46,000 enters a second before, 21,000 after.
+    /// cost a second enter at the next dequeue. Measured with one worker at
+    /// 10 x 16 KiB: about 0.5 enters per echoed message before, 0.31 to 0.35
+    /// after (BENCHMARKS.md, "Runs AI to AN").
     fn enter_submit(&self, queued: usize) -> io::Result<usize> {
         if self.single.is_none() {
             return self.ring.submitter().submit();
