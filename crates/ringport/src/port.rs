@@ -433,7 +433,9 @@ impl CompletionPort {
     }
 
     fn start(&self, handle: &Handle, req: Request, user: u64) -> Result<OpId, StartError> {
-        let req = req.check(handle.kind())?;
+        if let Some(fits) = req.unfit(handle.kind()) {
+            return Err(req.refuse_unfit(handle.kind(), fits));
+        }
         self.sys().start(&handle.inner, req, user)
     }
 

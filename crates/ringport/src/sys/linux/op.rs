@@ -150,8 +150,8 @@ mod spare {
     impl Drop for Spare {
         fn drop(&mut self) {
             for p in self.0.drain(..) {
-                // SAFETY: allocated by `Box::new` with this layout, empty (see
-                // `Spare`), and owned by this list only.
+                // SAFETY: allocated with this layout (see `Spare`), empty, and
+                // owned by this list only.
                 unsafe { std::alloc::dealloc(p.cast(), Layout::new::<Op>()) };
             }
         }
@@ -161,21 +161,23 @@ mod spare {
         static SPARE: RefCell<Spare> = const { RefCell::new(Spare(Vec::new())) };
     }
 
-    /// Boxes `op`, in a kept allocation if this thread has one.
+    /// An allocation for one `Op` (`Layout::new::<Op>()`, from the global
+    /// allocator, as a `Box<Op>`'s) that holds no value: a kept one if this
+    /// thread has one. Writing a whole `Op` in makes it a valid `Box<Op>`'s.
     #[inline(always)]
-    pub(super) fn boxed(op: Op) -> Box<Op> {
+    pub(super) fn alloc() -> *mut Op {
         let kept = SPARE.try_with(|s| s.borrow_mut().0.pop()).ok().flatten();
-        match kept {
-            Some(p) => {
-                // SAFETY: `p` is an allocation for one `Op` holding no value
-                // (see `Spare`): writing one in makes it a valid `Box<Op>`'s.
-                unsafe {
-                    p.write(op);
-                    Box::from_raw(p)
-                }
-            }
-            None => Box::new(op),
+        if let Some(p) = kept {
+            return p;
         }
+        let layout = Layout::new::<Op>();
+        // SAFETY: `Op` is not zero-sized (it holds an `Arc`), so the layout's
+        // size is not zero.
+        let p = unsafe { std::alloc::alloc(layout) }.cast::<Op>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        p
     }
 
     /// Moves the operation out of its box and keeps the allocation (or frees
@@ -241,15 +243,24 @@ impl Addr {
 
 impl Op {
     pub(crate) fn new(req: Request, user: u64, handle: Arc<SysHandle>) -> Box<Op> {
-        spare::boxed(Op {
-            addr: Addr::of(&req),
-            req,
-            user,
-            handle,
-            gen: 0,
-            cancel_requested: false,
-            resubmits: 0,
-        })
+        let addr = Addr::of(&req);
+        let p = spare::alloc();
+        // SAFETY: `p` is an allocation for one `Op` that holds no value (see
+        // `spare::alloc`); each field is written once, in place, and together
+        // they make a whole `Op`, so the box owns a valid value. Built on the
+        // stack and copied over, the operation was loaded back in 16-byte
+        // chunks just after its fields' narrower stores, which store
+        // forwarding cannot serve.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).req).write(req);
+            std::ptr::addr_of_mut!((*p).user).write(user);
+            std::ptr::addr_of_mut!((*p).handle).write(handle);
+            std::ptr::addr_of_mut!((*p).gen).write(0);
+            std::ptr::addr_of_mut!((*p).addr).write(addr);
+            std::ptr::addr_of_mut!((*p).cancel_requested).write(false);
+            std::ptr::addr_of_mut!((*p).resubmits).write(0);
+            Box::from_raw(p)
+        }
     }
 
     /// Hands a pooled receive the buffer the kernel picked for it.
