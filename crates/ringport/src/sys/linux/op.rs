@@ -243,6 +243,20 @@ impl Addr {
 
 impl Op {
     pub(crate) fn new(req: Request, user: u64, handle: Arc<SysHandle>) -> Box<Op> {
+        // The writes below name every field of `Op`; this pattern, without
+        // `..`, stops compiling when a field is added, so none is left unwritten.
+        #[allow(dead_code)]
+        fn every_field(op: Op) {
+            let Op {
+                req: _,
+                user: _,
+                handle: _,
+                gen: _,
+                addr: _,
+                cancel_requested: _,
+                resubmits: _,
+            } = op;
+        }
         let addr = Addr::of(&req);
         let p = spare::alloc();
         // SAFETY: `p` is an allocation for one `Op` that holds no value (see
