@@ -128,8 +128,10 @@ pub fn report_rows(r: &Report) -> Vec<(String, String)> {
         row(
             "latency",
             format!(
-                "p50 {}  p99 {}  p99.9 {}",
+                "p10 {}  p50 {}  p90 {}  p99 {}  p99.9 {}",
+                micros(r.p10_us),
                 micros(r.p50_us),
+                micros(r.p90_us),
                 micros(r.p99_us),
                 micros(r.p999_us)
             ),

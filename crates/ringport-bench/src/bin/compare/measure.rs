@@ -68,6 +68,10 @@ pub struct Sample {
     pub mb_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// The latency's 10th and 90th percentiles, from a client that reports
+    /// them (the shape of the distribution, beside its median and tail).
+    pub p10_us: Option<f64>,
+    pub p90_us: Option<f64>,
     /// Server CPU (user + system) per echoed message, in microseconds.
     pub cpu_us_per_msg: f64,
     /// The user part of it: the server's own work, without the kernel's.
@@ -235,6 +239,8 @@ pub fn parse_client(json: &str) -> Result<Sample, String> {
         mb_per_sec: num("mb_per_sec")?,
         p50_us: num("p50_us")?,
         p99_us: num("p99_us")?,
+        p10_us: v.get("p10_us").and_then(serde_json::Value::as_f64),
+        p90_us: v.get("p90_us").and_then(serde_json::Value::as_f64),
         ..Sample::default()
     })
 }
@@ -250,6 +256,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.msgs_per_sec, s.p99_us), (5.0, 3.0));
+        assert_eq!((s.p10_us, s.p90_us), (None, None));
+        let s = parse_client(
+            r#"{"msgs_per_sec":5,"mb_per_sec":1,"p10_us":1,"p50_us":2,"p90_us":2.5,"p99_us":3,"errors":0}"#,
+        )
+        .unwrap();
+        assert_eq!((s.p10_us, s.p90_us), (Some(1.0), Some(2.5)));
         assert!(parse_client(r#"{"msgs_per_sec":5.0,"errors":1}"#).is_err());
         assert!(parse_client("not json").is_err());
     }

@@ -26,6 +26,8 @@ impl Row {
             mb_per_sec: m(|s| s.mb_per_sec)?,
             p50_us: m(|s| s.p50_us)?,
             p99_us: m(|s| s.p99_us)?,
+            p10_us: self.optional(|s| s.p10_us),
+            p90_us: self.optional(|s| s.p90_us),
             cpu_us_per_msg: m(|s| s.cpu_us_per_msg)?,
             user_us_per_msg: m(|s| s.user_us_per_msg)?,
             cpu_util: m(|s| s.cpu_util)?,
@@ -144,9 +146,47 @@ pub fn markdown(rows: &[Row]) -> String {
          CPU/msg, p99: lower is better). Server CPU = utime + stime from /proc over the \
          measured window (\"of which user\": utime alone, the server's own work); 100% = one core.\n",
     );
+    s.push_str(&shape(rows));
     s.push_str(&scaling(rows));
     s.push_str(&syscalls(rows));
     s.push_str(&budget_markdown(rows));
+    s
+}
+
+/// The latency's distribution beside tokio's: where p50 and p99 differ for
+/// different reasons (one distribution narrower, another with two modes),
+/// the 10th and 90th percentiles show it.
+fn shape(rows: &[Row]) -> String {
+    let measured: Vec<(&Row, Sample)> = rows
+        .iter()
+        .filter_map(|r| r.median().map(|m| (r, m)))
+        .filter(|(_, m)| m.p10_us.is_some() && m.p90_us.is_some())
+        .collect();
+    if measured.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n| load | server threads | server | p10 µs | p50 µs | p90 µs | p99 µs | p10 vs tokio | p50 vs tokio | p90 vs tokio | p99 vs tokio |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.0}"));
+    for (r, m) in measured {
+        let vs = |f: Metric| fmt_ratio(peer_ratio(rows, r, "tokio", f));
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {} | {} |\n",
+            r.scenario.label(),
+            r.threads,
+            r.server,
+            f(m.p10_us),
+            m.p50_us,
+            f(m.p90_us),
+            m.p99_us,
+            vs(|x| x.p10_us.unwrap_or(f64::NAN)),
+            vs(|x| x.p50_us),
+            vs(|x| x.p90_us.unwrap_or(f64::NAN)),
+            vs(|x| x.p99_us),
+        ));
+    }
     s
 }
 
@@ -212,6 +252,7 @@ pub fn to_json(rows: &[Row], meta: serde_json::Value) -> serde_json::Value {
         json!({
             "msgs_per_sec": s.msgs_per_sec, "mb_per_sec": s.mb_per_sec,
             "p50_us": s.p50_us, "p99_us": s.p99_us,
+            "p10_us": s.p10_us, "p90_us": s.p90_us,
             "server_cpu_us_per_msg": s.cpu_us_per_msg, "server_cpu_util": s.cpu_util,
             "server_user_us_per_msg": s.user_us_per_msg,
             "io_uring_enter_per_msg": s.uring_enters_per_msg,
@@ -444,6 +485,8 @@ mod tests {
             mb_per_sec: msgs * 64.0 / 1e6,
             p50_us: p99 / 2.0,
             p99_us: p99,
+            p10_us: Some(p99 / 4.0),
+            p90_us: Some(p99 * 0.8),
             cpu_us_per_msg: cpu,
             user_us_per_msg: cpu / 10.0,
             cpu_util: 0.9,
@@ -473,6 +516,35 @@ mod tests {
     fn verdict(lines: &[Line], text: &str) -> (&'static str, usize, Vec<f64>) {
         let l = lines.iter().find(|l| l.line.starts_with(text)).expect(text);
         (l.verdict(), l.runs_met(), values(&l.per_run))
+    }
+
+    #[test]
+    fn shape_table_shows_the_percentiles_beside_tokio() {
+        let mut rows = vec![
+            row("ringport-io_uring", 1, &[(100.0, 4.0, 600.0); 3]),
+            row("tokio", 1, &[(100.0, 5.0, 500.0); 3]),
+        ];
+        let t = shape(&rows);
+        let ours = t
+            .lines()
+            .find(|l| l.contains("ringport-io_uring"))
+            .expect(&t);
+        // p10 150, p50 300, p90 480, p99 600; each 1.2x tokio's.
+        assert!(
+            ours.contains("| 150 | 300 | 480 | 600 | 1.20x | 1.20x | 1.20x | 1.20x |"),
+            "{ours}"
+        );
+        assert!(
+            t.lines().any(
+                |l| l.contains("| tokio |") && l.ends_with("| 1.00x | 1.00x | 1.00x | 1.00x |")
+            ),
+            "{t}"
+        );
+        // A client that does not report p10 and p90: no table.
+        for r in &mut rows {
+            r.samples.iter_mut().for_each(|(_, s)| s.p10_us = None);
+        }
+        assert_eq!(shape(&rows), "");
     }
 
     #[test]
