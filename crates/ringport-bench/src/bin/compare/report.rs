@@ -153,15 +153,30 @@ pub fn markdown(rows: &[Row]) -> String {
     s
 }
 
+/// A markdown table row: the row's load, server threads and server, then `cells`.
+fn table_row(r: &Row, cells: &[String]) -> String {
+    format!(
+        "| {} | {} | {} | {} |\n",
+        r.scenario.label(),
+        r.threads,
+        r.server,
+        cells.join(" | ")
+    )
+}
+
+/// Each row that has a median, with it, where `keep` holds for the median.
+fn medians_where(rows: &[Row], keep: fn(&Sample) -> bool) -> Vec<(&Row, Sample)> {
+    rows.iter()
+        .filter_map(|r| r.median().map(|m| (r, m)))
+        .filter(|(_, m)| keep(m))
+        .collect()
+}
+
 /// The latency's distribution beside tokio's: where p50 and p99 differ for
 /// different reasons (one distribution narrower, another with two modes),
 /// the 10th and 90th percentiles show it.
 fn shape(rows: &[Row]) -> String {
-    let measured: Vec<(&Row, Sample)> = rows
-        .iter()
-        .filter_map(|r| r.median().map(|m| (r, m)))
-        .filter(|(_, m)| m.p10_us.is_some() && m.p90_us.is_some())
-        .collect();
+    let measured = medians_where(rows, |m| m.p10_us.is_some() && m.p90_us.is_some());
     if measured.is_empty() {
         return String::new();
     }
@@ -172,19 +187,18 @@ fn shape(rows: &[Row]) -> String {
     let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.0}"));
     for (r, m) in measured {
         let vs = |f: Metric| fmt_ratio(peer_ratio(rows, r, "tokio", f));
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {} | {} |\n",
-            r.scenario.label(),
-            r.threads,
-            r.server,
-            f(m.p10_us),
-            m.p50_us,
-            f(m.p90_us),
-            m.p99_us,
-            vs(|x| x.p10_us.unwrap_or(f64::NAN)),
-            vs(|x| x.p50_us),
-            vs(|x| x.p90_us.unwrap_or(f64::NAN)),
-            vs(|x| x.p99_us),
+        s.push_str(&table_row(
+            r,
+            &[
+                f(m.p10_us),
+                f(Some(m.p50_us)),
+                f(m.p90_us),
+                f(Some(m.p99_us)),
+                vs(|x| x.p10_us.unwrap_or(f64::NAN)),
+                vs(|x| x.p50_us),
+                vs(|x| x.p90_us.unwrap_or(f64::NAN)),
+                vs(|x| x.p99_us),
+            ],
         ));
     }
     s
@@ -192,11 +206,7 @@ fn shape(rows: &[Row]) -> String {
 
 /// System calls per echoed message, when they were counted.
 fn syscalls(rows: &[Row]) -> String {
-    let counted: Vec<(&Row, Sample)> = rows
-        .iter()
-        .filter_map(|r| r.median().map(|m| (r, m)))
-        .filter(|(_, m)| m.syscalls_per_msg.is_some())
-        .collect();
+    let counted = medians_where(rows, |m| m.syscalls_per_msg.is_some());
     if counted.is_empty() {
         return String::new();
     }
@@ -206,13 +216,9 @@ fn syscalls(rows: &[Row]) -> String {
     );
     let f = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
     for (r, m) in counted {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            r.scenario.label(),
-            r.threads,
-            r.server,
-            f(m.uring_enters_per_msg),
-            f(m.syscalls_per_msg)
+        s.push_str(&table_row(
+            r,
+            &[f(m.uring_enters_per_msg), f(m.syscalls_per_msg)],
         ));
     }
     s.push_str("\nCounted with `perf stat -e syscalls:sys_enter_io_uring_enter,raw_syscalls:sys_enter -p <server>` over the measured window.\n");
