@@ -279,21 +279,11 @@ pub fn to_json(rows: &[Row], meta: serde_json::Value) -> serde_json::Value {
             })
         })
         .collect();
-    let lines: Vec<_> = budget(rows)
-        .iter()
-        .map(|l| {
-            json!({
-                "server": l.server, "line": l.line, "bound": l.bound,
-                "higher_is_better": l.higher_is_better,
-                "per_run": l.per_run.iter().map(|&(r, x)| json!([r, x])).collect::<Vec<_>>(),
-                "median": median(&values(&l.per_run)),
-                "ci_lo": l.ci().map(|c| c.lo), "ci_hi": l.ci().map(|c| c.hi),
-                "ci_confidence": l.ci().map(|c| c.confidence),
-                "runs_met": l.runs_met(), "verdict": l.verdict(),
-            })
-        })
-        .collect();
-    json!({ "meta": meta, "results": results, "budget": lines })
+    json!({
+        "meta": meta, "results": results,
+        "budget": lines_json(&budget(rows)),
+        "reference": lines_json(&reference(rows)),
+    })
 }
 
 /// The per-run-median ratios of one row against a peer, as JSON.
@@ -351,6 +341,82 @@ impl Line {
     }
 }
 
+/// One one-thread echo line of DESIGN.md section 5: a server's figure over
+/// `peer`'s at one load, within `bound`.
+struct Spec {
+    text: &'static str,
+    peer: &'static str,
+    connections: usize,
+    size: usize,
+    bound: f64,
+    higher_is_better: bool,
+    metric: Metric,
+}
+
+/// The one-thread echo lines, in the order DESIGN.md gives them.
+const ECHO: [Spec; 5] = [
+    Spec {
+        text: "50 x 64 B, 1 thread: CPU/msg at most tokio's",
+        peer: "tokio",
+        connections: 50,
+        size: 64,
+        bound: 1.0,
+        higher_is_better: false,
+        metric: |s| s.cpu_us_per_msg,
+    },
+    Spec {
+        text: "50 x 64 B, 1 thread: CPU/msg at most 1.05x the ceiling's",
+        peer: "ceiling",
+        connections: 50,
+        size: 64,
+        bound: 1.05,
+        higher_is_better: false,
+        metric: |s| s.cpu_us_per_msg,
+    },
+    Spec {
+        text: "50 x 64 B, 1 thread: msgs/s at least tokio's",
+        peer: "tokio",
+        connections: 50,
+        size: 64,
+        bound: 1.0,
+        higher_is_better: true,
+        metric: |s| s.msgs_per_sec,
+    },
+    Spec {
+        text: "50 x 64 B, 1 thread: p99 no worse than tokio's",
+        peer: "tokio",
+        connections: 50,
+        size: 64,
+        bound: 1.0,
+        higher_is_better: false,
+        metric: |s| s.p99_us,
+    },
+    Spec {
+        text: "10 x 16 KiB, 1 thread: MB/s at least 0.9x the ceiling's",
+        peer: "ceiling",
+        connections: 10,
+        size: 16384,
+        bound: 0.9,
+        higher_is_better: true,
+        metric: |s| s.mb_per_sec,
+    },
+];
+
+/// `spec` judged for `server`, or None when either server was not measured
+/// at its load with one thread.
+fn echo_line(rows: &[Row], server: &'static str, spec: &Spec) -> Option<Line> {
+    let ours = find_row(rows, server, spec.connections, spec.size, 1)?;
+    let peer = find_row(rows, spec.peer, spec.connections, spec.size, 1)?;
+    let per_run = per_run(ours, peer, spec.metric);
+    (!per_run.is_empty()).then(|| Line {
+        server,
+        line: spec.text.to_string(),
+        bound: spec.bound,
+        higher_is_better: spec.higher_is_better,
+        per_run,
+    })
+}
+
 /// The budget lines for every ringport server in `rows`, at one server
 /// thread (and the gain to the most threads measured).
 fn budget(rows: &[Row]) -> Vec<Line> {
@@ -366,55 +432,7 @@ fn budget(rows: &[Row]) -> Vec<Line> {
         }
     }
     for server in servers {
-        let mut line = |text: &str, bound, higher_is_better, per_run: Vec<(usize, f64)>| {
-            if !per_run.is_empty() {
-                lines.push(Line {
-                    server,
-                    line: text.to_string(),
-                    bound,
-                    higher_is_better,
-                    per_run,
-                });
-            }
-        };
-        let against = |conns, size, peer: &str, f: Metric| match (
-            find(server, conns, size, 1),
-            find(peer, conns, size, 1),
-        ) {
-            (Some(a), Some(b)) => per_run(a, b, f),
-            _ => Vec::new(),
-        };
-        let cpu: Metric = |s| s.cpu_us_per_msg;
-        line(
-            "50 x 64 B, 1 thread: CPU/msg at most tokio's",
-            1.0,
-            false,
-            against(50, 64, "tokio", cpu),
-        );
-        line(
-            "50 x 64 B, 1 thread: CPU/msg at most 1.05x the ceiling's",
-            1.05,
-            false,
-            against(50, 64, "ceiling", cpu),
-        );
-        line(
-            "50 x 64 B, 1 thread: msgs/s at least tokio's",
-            1.0,
-            true,
-            against(50, 64, "tokio", |s| s.msgs_per_sec),
-        );
-        line(
-            "50 x 64 B, 1 thread: p99 no worse than tokio's",
-            1.0,
-            false,
-            against(50, 64, "tokio", |s| s.p99_us),
-        );
-        line(
-            "10 x 16 KiB, 1 thread: MB/s at least 0.9x the ceiling's",
-            0.9,
-            true,
-            against(10, 16384, "ceiling", |s| s.mb_per_sec),
-        );
+        lines.extend(ECHO.iter().filter_map(|spec| echo_line(rows, server, spec)));
         if hi > 1 {
             for (conns, size, label) in [(50, 64, "64 B"), (10, 16384, "16 KiB")] {
                 let gain =
@@ -430,25 +448,86 @@ fn budget(rows: &[Row]) -> Vec<Line> {
                         Some((run, ratio(g, t)?))
                     })
                     .collect();
-                line(&format!("1 -> {hi} threads, {label}: msgs/s gain at least tokio's (ratio of the gains)"), 1.0, true, rel);
+                if !rel.is_empty() {
+                    lines.push(Line {
+                        server,
+                        line: format!("1 -> {hi} threads, {label}: msgs/s gain at least tokio's (ratio of the gains)"),
+                        bound: 1.0,
+                        higher_is_better: true,
+                        per_run: rel,
+                    });
+                }
             }
         }
     }
     lines
 }
 
+/// The ceiling judged by the budget's lines against tokio: not a budget line,
+/// a check of what the hand-written reference itself shows in the same run.
+/// Where it is undecided too, ringport matching it cannot decide the line.
+fn reference(rows: &[Row]) -> Vec<Line> {
+    ECHO.iter()
+        .filter(|spec| spec.peer == "tokio")
+        .filter_map(|spec| echo_line(rows, "ceiling", spec))
+        .collect()
+}
+
+/// Lines as JSON: every run's ratio, the median, its interval and verdict.
+fn lines_json(lines: &[Line]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .map(|l| {
+            json!({
+                "server": l.server, "line": l.line, "bound": l.bound,
+                "higher_is_better": l.higher_is_better,
+                "per_run": l.per_run.iter().map(|&(r, x)| json!([r, x])).collect::<Vec<_>>(),
+                "median": median(&values(&l.per_run)),
+                "ci_lo": l.ci().map(|c| c.lo), "ci_hi": l.ci().map(|c| c.hi),
+                "ci_confidence": l.ci().map(|c| c.confidence),
+                "runs_met": l.runs_met(), "verdict": l.verdict(),
+            })
+        })
+        .collect()
+}
+
 /// The budget lines as a table: every run's ratio, the median, its
-/// confidence interval and the verdict it allows.
+/// confidence interval and the verdict it allows; then the ceiling judged by
+/// the lines against tokio ([`reference`]).
 fn budget_markdown(rows: &[Row]) -> String {
     let lines = budget(rows);
     if lines.is_empty() {
         return String::new();
     }
-    let mut s = String::from(
-        "\n| server | budget line (DESIGN.md §5) | ratio in each run | median | interval of the median | runs that meet it | verdict |\n\
-         |---|---|---|---:|---|---:|---|\n",
+    let mut s = lines_table("budget line (DESIGN.md §5)", &lines);
+    s.push_str(&format!(
+        "\nThe interval: a distribution-free confidence interval of the median of the per-run \
+         ratios (order statistics, at least {:.0}% where the runs allow; with fewer than 6 runs, \
+         the range of all of them). Met: the whole interval meets the line; not met: none of it \
+         does; undecided: the runs cannot tell.\n",
+        LEVEL * 100.0
+    ));
+    let reference = reference(rows);
+    if !reference.is_empty() {
+        s.push_str(&lines_table(
+            "the same line for the hand-written ceiling (a check, not a budget line)",
+            &reference,
+        ));
+        s.push_str(
+            "\nThe ceiling is the budget's reference. Where its own verdict against tokio is \
+             undecided, a ringport that matches it cannot decide that line either.\n",
+        );
+    }
+    s
+}
+
+/// A markdown table of judged lines under `heading`.
+fn lines_table(heading: &str, lines: &[Line]) -> String {
+    let mut s = format!(
+        "\n| server | {heading} | ratio in each run | median | interval of the median | runs that meet it | verdict |\n\
+         |---|---|---|---:|---|---:|---|\n"
     );
-    for l in &lines {
+    for l in lines {
         let runs: Vec<String> = l.per_run.iter().map(|(_, r)| format!("{r:.2}")).collect();
         let ci = l.ci().map_or("-".into(), |c| {
             format!(
@@ -470,13 +549,6 @@ fn budget_markdown(rows: &[Row]) -> String {
             l.verdict(),
         ));
     }
-    s.push_str(&format!(
-        "\nThe interval: a distribution-free confidence interval of the median of the per-run \
-         ratios (order statistics, at least {:.0}% where the runs allow; with fewer than 6 runs, \
-         the range of all of them). Met: the whole interval meets the line; not met: none of it \
-         does; undecided: the runs cannot tell.\n",
-        LEVEL * 100.0
-    ));
     s
 }
 
@@ -551,6 +623,64 @@ mod tests {
             r.samples.iter_mut().for_each(|(_, s)| s.p10_us = None);
         }
         assert_eq!(shape(&rows), "");
+    }
+
+    #[test]
+    fn the_ceiling_is_judged_by_the_lines_against_tokio() {
+        let rows = vec![
+            row("ringport-io_uring", 1, &[(105.0, 4.2, 505.0); 6]),
+            row("tokio", 1, &[(100.0, 5.0, 500.0); 6]),
+            // Faster than tokio and cheaper, p99 a tie: above in 3 of 6 runs.
+            row(
+                "ceiling",
+                1,
+                &[
+                    (110.0, 4.0, 490.0),
+                    (110.0, 4.0, 510.0),
+                    (110.0, 4.0, 495.0),
+                    (110.0, 4.0, 505.0),
+                    (110.0, 4.0, 498.0),
+                    (110.0, 4.0, 502.0),
+                ],
+            ),
+        ];
+        let r = reference(&rows);
+        let texts: Vec<&str> = r.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "50 x 64 B, 1 thread: CPU/msg at most tokio's",
+                "50 x 64 B, 1 thread: msgs/s at least tokio's",
+                "50 x 64 B, 1 thread: p99 no worse than tokio's",
+            ]
+        );
+        assert!(r.iter().all(|l| l.server == "ceiling"));
+        assert_eq!(verdict(&r, "50 x 64 B, 1 thread: CPU/msg").0, "met");
+        assert_eq!(verdict(&r, "50 x 64 B, 1 thread: msgs/s").0, "met");
+        assert_eq!(verdict(&r, "50 x 64 B, 1 thread: p99").0, "undecided");
+        assert_eq!(verdict(&r, "50 x 64 B, 1 thread: p99").1, 3);
+        // The budget judges ringport only; ringport's line against the
+        // ceiling is there, the ceiling's against itself is not.
+        let b = budget(&rows);
+        assert!(b.iter().all(|l| l.server == "ringport-io_uring"));
+        assert_eq!(
+            verdict(&b, "50 x 64 B, 1 thread: CPU/msg at most 1.05x").1,
+            6
+        );
+        let md = markdown(&rows);
+        assert!(
+            md.contains(
+                "| ceiling | 50 x 64 B, 1 thread: p99 no worse than tokio's | 0.98, 1.02, "
+            ),
+            "{md}"
+        );
+        let j = to_json(&rows, json!({}));
+        assert_eq!(j["reference"].as_array().map(Vec::len), Some(3));
+        assert_eq!(j["reference"][2]["verdict"], "undecided");
+        assert_eq!(j["budget"][0]["server"], "ringport-io_uring");
+        // No ceiling measured: no check.
+        assert!(reference(&rows[..2]).is_empty());
+        assert!(!markdown(&rows[..2]).contains("a check, not a budget line"));
     }
 
     #[test]
