@@ -39,6 +39,7 @@ usage: compare [--runs 3] [--duration 5] [--warmup 1] [--threads 1,2]
                [--bin-dir target/release] [--client PATH] [--svg PATH] [--json PATH]
                [--syscalls (count the server's system calls with perf stat)]
                [--pin (client on the last CPU, a one-thread server on the first, with taskset)]
+       compare --judge FILE.json (the tables and budget verdicts of a saved --json report, again)
 Build first: cargo build --release --workspace";
 
 const FLAGS: &[&str] = &[
@@ -54,6 +55,7 @@ const FLAGS: &[&str] = &[
     "client",
     "svg",
     "json",
+    "judge",
 ];
 
 fn main() -> ExitCode {
@@ -72,6 +74,13 @@ struct Config {
 fn run() -> Result<(), String> {
     let args =
         Args::parse(std::env::args().skip(1), FLAGS, &["syscalls", "pin"]).map_err(|e| e.0)?;
+    if let Some(p) = args.str("judge") {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
+        let v = serde_json::from_str(&text).map_err(|e| format!("{p}: not JSON: {e}"))?;
+        let rows = report::rows_from_json(&v).map_err(|e| format!("{p}: {e}"))?;
+        println!("{}", report::markdown(&rows));
+        return Ok(());
+    }
     let cfg = config(&args)?;
     let before = machine::describe();
     eprintln!("machine: {before}");

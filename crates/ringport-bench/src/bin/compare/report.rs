@@ -3,6 +3,10 @@
 use ringport_bench::stats::{median, median_ci};
 use serde_json::json;
 
+use std::path::Path;
+
+use ringport_bench::server::ServerKind;
+
 use crate::measure::{Sample, Scenario};
 
 /// Every run of one server at one scenario and thread count.
@@ -283,6 +287,83 @@ pub fn to_json(rows: &[Row], meta: serde_json::Value) -> serde_json::Value {
         "meta": meta, "results": results,
         "budget": lines_json(&budget(rows)),
         "reference": lines_json(&reference(rows)),
+    })
+}
+
+/// The rows of a JSON report that [`to_json`] wrote, to judge them again
+/// (`compare --judge`) with this build's tables and lines.
+///
+/// # Errors
+///
+/// The JSON is not such a report, names a server this build does not know, or
+/// has a row with failed runs: the JSON keeps no run numbers, so the runs of
+/// such a row cannot be paired with its peers' again.
+pub fn rows_from_json(v: &serde_json::Value) -> Result<Vec<Row>, String> {
+    let results = v["results"]
+        .as_array()
+        .ok_or("not a compare report: no \"results\" list")?;
+    results
+        .iter()
+        .map(|r| {
+            let name = r["server"].as_str().ok_or("a result without a server")?;
+            let server = ServerKind::by_name(name, Path::new(""))
+                .ok_or_else(|| format!("unknown server {name:?}"))?
+                .name;
+            let count = |k: &str| {
+                r[k].as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| format!("{name}: no {k:?}"))
+            };
+            let failures = r["failures"].as_array().map_or(0, Vec::len);
+            if failures > 0 {
+                return Err(format!(
+                    "{name}: {failures} failed runs; the report keeps no run numbers, \
+                     so its runs cannot be paired again"
+                ));
+            }
+            let runs = r["runs"]
+                .as_array()
+                .ok_or_else(|| format!("{name}: no runs"))?;
+            let samples = runs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    Ok((
+                        i + 1,
+                        sample_from_json(s).ok_or(format!("{name}: run {}", i + 1))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(Row {
+                scenario: Scenario {
+                    connections: count("connections")?,
+                    size: count("size")?,
+                },
+                threads: count("server_threads")?,
+                server,
+                banner: r["banner"].as_str().unwrap_or_default().to_string(),
+                samples,
+                failures: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// One run's sample as [`to_json`] wrote it.
+fn sample_from_json(s: &serde_json::Value) -> Option<Sample> {
+    let num = |k: &str| s[k].as_f64();
+    Some(Sample {
+        msgs_per_sec: num("msgs_per_sec")?,
+        mb_per_sec: num("mb_per_sec")?,
+        p50_us: num("p50_us")?,
+        p99_us: num("p99_us")?,
+        p10_us: num("p10_us"),
+        p90_us: num("p90_us"),
+        cpu_us_per_msg: num("server_cpu_us_per_msg")?,
+        user_us_per_msg: num("server_user_us_per_msg")?,
+        cpu_util: num("server_cpu_util")?,
+        uring_enters_per_msg: num("io_uring_enter_per_msg"),
+        syscalls_per_msg: num("syscalls_per_msg"),
     })
 }
 
@@ -681,6 +762,43 @@ mod tests {
         // No ceiling measured: no check.
         assert!(reference(&rows[..2]).is_empty());
         assert!(!markdown(&rows[..2]).contains("a check, not a budget line"));
+    }
+
+    #[test]
+    fn a_saved_report_is_judged_again_the_same() {
+        let rows = vec![
+            row(
+                "ringport-io_uring",
+                1,
+                &[(105.0, 4.2, 505.0), (98.0, 4.6, 490.0), (101.0, 4.4, 520.0)],
+            ),
+            row("tokio", 1, &[(100.0, 5.0, 500.0); 3]),
+            row(
+                "ceiling",
+                1,
+                &[
+                    (110.0, 4.0, 490.0),
+                    (108.0, 4.1, 530.0),
+                    (111.0, 4.0, 499.0),
+                ],
+            ),
+        ];
+        let j = to_json(&rows, json!({}));
+        // Through text, as `--json` writes it.
+        let back = rows_from_json(&serde_json::from_str(&j.to_string()).unwrap()).unwrap();
+        assert_eq!(markdown(&back), markdown(&rows));
+        // The verdicts again (JSON text may move a ratio's last digit).
+        let verdicts = |r: &[Row]| budget(r).iter().map(|l| l.verdict()).collect::<Vec<_>>();
+        assert_eq!(verdicts(&back), verdicts(&rows));
+        // A row with failed runs cannot be paired again.
+        let mut failed = j.clone();
+        failed["results"][1]["failures"] = json!(["run 2: server did not start"]);
+        let e = rows_from_json(&failed).map(|_| ()).unwrap_err();
+        assert!(e.starts_with("tokio: 1 failed runs"), "{e}");
+        assert!(rows_from_json(&json!({})).is_err());
+        let mut unknown = j;
+        unknown["results"][0]["server"] = json!("nginx");
+        assert!(rows_from_json(&unknown).is_err());
     }
 
     #[test]
