@@ -379,13 +379,6 @@ impl Shared {
             if self.port.get_many(&mut batch, BATCH, None).is_err() {
                 break; // the port was closed under us
             }
-            if batch.len() > 1 {
-                for c in &batch {
-                    if matches!(c.kind(), OpKind::Recv | OpKind::Send) {
-                        self.conns.prefetch(Token::from_user(c.user()));
-                    }
-                }
-            }
             // By reference: a completion is too big to copy into every call
             // on its way to its connection; the batch drops them all after.
             for c in batch.iter_mut() {

@@ -132,30 +132,6 @@ impl<T> Slots<T> {
         self.segments.get(k)?.get()?.get(at)
     }
 
-    /// Hints the CPU to fetch the slot `token` names, which a worker is about
-    /// to lock: one hint per completion of a batch before any is handled
-    /// lets their cache misses overlap (the kernel's work between two
-    /// dequeues evicts the slots). It reads nothing but the segment table.
-    #[inline]
-    pub(crate) fn prefetch(&self, token: Token) {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(slot) = self.slot(token.index()) {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let p = (slot as *const Slot<T>).cast::<i8>();
-            // A slot is 64 bytes but not aligned to a line: both lines it
-            // may straddle.
-            // SAFETY: a prefetch is a hint that never faults and accesses no
-            // memory in the abstract machine's sense; `wrapping_add` makes no
-            // claim about the allocation.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(63));
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = token;
-    }
-
     /// Runs `f` on the contents of the slot `token` names, under that slot's
     /// lock, and frees the slot if `f` leaves it empty. None, without calling
     /// `f`, when the token is stale (the slot was freed since).

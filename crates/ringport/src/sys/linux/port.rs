@@ -14,7 +14,6 @@ use super::driver::{Driver, Wait};
 use super::epoll::Source;
 use super::handle::{Handle, Owned, Tokens};
 use super::op::{Entry, Op};
-use super::prefetch;
 use super::thread;
 use super::uring::{Filled, ANCHOR, MORE};
 use super::waiters::{lock, Arrival, Core, Status, Waiter, AWAY_LIMIT};
@@ -118,45 +117,11 @@ impl Ops {
             .collect()
     }
 
-    /// Hints the CPU to fetch what finishing `raw` will touch (see
-    /// [`prefetch`]): each operation and its handle, each multishot
-    /// receive's socket. Two passes, so that the second's loads of the
-    /// operations' handle pointers find the operations arriving together.
-    fn prefetch(&self, raw: &[(u64, i32)]) {
-        for &(t, _) in raw {
-            if t & ANCHOR != 0 {
-                let i = (t & 0xffff_ffff) as usize;
-                if let Some((_, h)) = self.anchors.get(i) {
-                    prefetch_arc(h.as_ptr());
-                }
-            } else if let Some(op) = self.slab.get(split(t).0) {
-                prefetch::<Op>(&**op, std::mem::size_of::<Op>());
-            }
-        }
-        for &(t, _) in raw {
-            if t & ANCHOR == 0 {
-                if let Some(op) = self.slab.get(split(t).0) {
-                    prefetch_arc(Arc::as_ptr(&op.handle));
-                }
-            }
-        }
-    }
-
     /// Anchor `a`'s place in `anchors`, if it is still in the kernel.
     fn anchor_index(&self, a: u64) -> Option<usize> {
         let i = (a & 0xffff_ffff) as usize;
         self.anchors.get(i).filter(|(t, _)| *t == a).map(|_| i)
     }
-}
-
-/// [`prefetch`] of a handle with its `Arc`'s counts, which lie just before it.
-#[inline(always)]
-fn prefetch_arc(h: *const Handle) {
-    let counts = 2 * std::mem::size_of::<usize>();
-    prefetch(
-        h.cast::<u8>().wrapping_sub(counts),
-        counts + std::mem::size_of::<Handle>(),
-    );
 }
 
 /// A completion port on Linux.
@@ -743,9 +708,6 @@ impl Port {
         let mut last = Vec::new();
         {
             let mut ops = lock(&self.ops);
-            if raw.len() > 1 {
-                ops.prefetch(raw);
-            }
             let mut next = 0;
             for (t, res) in raw.drain(..) {
                 let picked = pick(filled, &mut next, t);
