@@ -222,10 +222,12 @@ pub(crate) struct Handle {
     inflight: UnsafeCell<Tokens>,
     /// The io_uring multishot receive behind this socket's pooled receives
     /// (see [`Multi`]); under the port's operations lock, as `inflight`.
-    /// Inline, not boxed: a reap reaches it for every received message, and a
-    /// box was one more cache line to miss each time (8% of `finish_parts`'
-    /// user-time samples under `perf record -e cpu-clock:u`); a box's
-    /// allocation cost an idle connection as many bytes as the field does.
+    /// Inline, not boxed: a reap reaches it for every received message, and
+    /// the box's load drew 8% of `finish_parts`' user-time samples under
+    /// `perf record -e cpu-clock:u` (no change in CPU per message could be
+    /// measured either way: BENCHMARKS.md, run BR). A socket with a multishot
+    /// receive pays the same bytes as before (its box was as big); one that
+    /// never arms one (single-shot, epoll, files) pays 32 more.
     multi: UnsafeCell<Multi>,
     /// The epoll registration of a socket on an epoll port.
     readiness: OnceLock<Arc<Source>>,
