@@ -259,12 +259,13 @@ impl Op {
         }
         let addr = Addr::of(&req);
         let p = spare::alloc();
+        // Written in place: built on the stack and copied over, the operation
+        // was loaded back in 16-byte chunks just after its fields' narrower
+        // stores, which store forwarding cannot serve.
+        //
         // SAFETY: `p` is an allocation for one `Op` that holds no value (see
-        // `spare::alloc`); each field is written once, in place, and together
-        // they make a whole `Op`, so the box owns a valid value. Built on the
-        // stack and copied over, the operation was loaded back in 16-byte
-        // chunks just after its fields' narrower stores, which store
-        // forwarding cannot serve.
+        // `spare::alloc`); each field is written once, and together they
+        // make a whole `Op`, so the box owns a valid value.
         unsafe {
             std::ptr::addr_of_mut!((*p).req).write(req);
             std::ptr::addr_of_mut!((*p).user).write(user);
