@@ -271,3 +271,91 @@ fn a_dequeue_counts_one_packet_per_post() {
         assert_eq!(users, (0..1000).collect::<Vec<_>>());
     });
 }
+
+/// Reads from `peer` until the end of the stream, dequeuing on the owner
+/// meanwhile (what another thread leaves the owner is done in its dequeues).
+fn owner_until_eof(port: &CompletionPort, peer: &mut std::net::TcpStream) {
+    peer.set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        match port.get(Some(Duration::from_millis(10))) {
+            Ok(_) | Err(GetError::TimedOut) => {}
+            Err(e) => panic!("dequeue: {e}"),
+        }
+        match peer.read(&mut [0u8; 16]) {
+            Ok(0) => return,
+            Ok(n) => panic!("{n} bytes after the close"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peer never saw the socket close"
+        );
+    }
+}
+
+#[test]
+fn a_socket_closed_on_another_thread_reaches_its_peer() {
+    // On io_uring the socket is in the ring's file table, whose slot only
+    // the owner may clear; until it is cleared the kernel keeps it open.
+    each_backend(|_, b| {
+        let port = single(b);
+        claim(&port);
+        let (mut closed_peer, server) = util::tcp_pair();
+        let closed = port.associate(server, 1).unwrap();
+        // This one's multishot receive stays armed when it is dropped.
+        let (mut dropped_peer, server) = util::tcp_pair();
+        let dropped = port.associate(server, 2).unwrap();
+        port.recv_pooled(&dropped, 2).unwrap();
+        util::write_all(&mut dropped_peer, b"x");
+        let mut c = get(&port);
+        assert_eq!((c.kind(), c.user()), (OpKind::Recv, 2));
+        port.recycle(c.take_buf().unwrap());
+        drop(c);
+        thread::spawn(move || {
+            closed.close();
+            drop(closed);
+            drop(dropped);
+        })
+        .join()
+        .unwrap();
+        owner_until_eof(&port, &mut closed_peer);
+        owner_until_eof(&port, &mut dropped_peer);
+    });
+}
+
+#[test]
+fn a_descriptor_number_used_again_names_the_new_socket() {
+    // Each socket closed here frees the lowest descriptor number, which the
+    // next one takes; on io_uring the number is its slot in the file table.
+    each_backend(|backend, _| {
+        for shared in [false, true] {
+            let b = CompletionPort::builder().backend(backend);
+            let port = if shared {
+                b.build().unwrap()
+            } else {
+                single(b)
+            };
+            for round in 0..20u64 {
+                let (mut client, server) = util::tcp_pair();
+                let sock = port.associate(server, round).unwrap();
+                let data = util::pattern(50 + round as usize, round);
+                port.send(&sock, data.clone(), round).unwrap();
+                let mut c = get(&port);
+                assert_eq!((c.kind(), c.key(), c.user()), (OpKind::Send, round, round));
+                assert_eq!(c.take_result().unwrap(), data.len());
+                drop(c);
+                assert_eq!(util::read_n(&mut client, data.len()).unwrap(), data);
+                sock.close();
+                drop(sock);
+                owner_until_eof(&port, &mut client);
+            }
+        }
+    });
+}

@@ -25,7 +25,7 @@
 //! - `submit()`: flush batched operations.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +58,12 @@ impl Driver {
     /// Prepares a descriptor just associated with the port.
     pub(crate) fn associate(&self, handle: &Handle) -> io::Result<()> {
         match self {
-            Driver::Uring(_) => Ok(()),
+            Driver::Uring(u) => {
+                if u.fix(handle.raw_fd()) {
+                    handle.set_fixed();
+                }
+                Ok(())
+            }
             Driver::Epoll(_) if handle.kind() == HandleKind::File => Ok(()),
             Driver::Epoll(e) => handle.set_readiness(e.register(handle.raw_fd())?),
         }
@@ -83,6 +88,38 @@ impl Driver {
     pub(crate) fn forget(&self, src: &Arc<Source>) {
         if let Driver::Epoll(e) = self {
             e.deregister(src);
+        }
+    }
+
+    /// Closes the descriptor of a handle whose `associate` registered it
+    /// (`Handle::is_fixed`): its slot in the file table is cleared first, or
+    /// the kernel would keep the socket open. False: left for the owner of a
+    /// single-thread port (see `Uring::unfix_and_close`).
+    pub(crate) fn close_fixed(&self, fd: OwnedFd) -> bool {
+        match self {
+            Driver::Uring(u) => u.unfix_and_close(fd),
+            Driver::Epoll(_) => {
+                drop(fd);
+                true
+            }
+        }
+    }
+
+    /// The owner's part of `close_fixed`: how many descriptors it closed.
+    #[inline]
+    pub(crate) fn owner_closes(&self) -> usize {
+        match self {
+            Driver::Uring(u) => u.unfix_deferred(),
+            Driver::Epoll(_) => 0,
+        }
+    }
+
+    /// The port closed and drained: forget the file table (see
+    /// `Uring::drop_file_table`); how many waiting descriptors it closed.
+    pub(crate) fn drop_file_table(&self) -> usize {
+        match self {
+            Driver::Uring(u) => u.drop_file_table(),
+            Driver::Epoll(_) => 0,
         }
     }
 
@@ -114,16 +151,16 @@ impl Driver {
         }
     }
 
-    /// Arms a multishot receive for the pooled receives on `fd` under token
+    /// Arms a multishot receive for the pooled receives on `handle` under token
     /// `anchor` (see `handle::Multi`): queued in the kernel's submission
     /// queue at once (never staged, so that a cancel queued later is behind
     /// it), submitted if `now`; false when there are none here (epoll, the option
     /// off, or a kernel without buffer rings or multishot receives).
-    pub(crate) fn arm_multi(&self, fd: RawFd, anchor: u64, now: bool) -> bool {
+    pub(crate) fn arm_multi(&self, handle: &Handle, anchor: u64, now: bool) -> bool {
         let Driver::Uring(u) = self else {
             return false;
         };
-        let Some(entry) = u.prepare_multi(fd, anchor) else {
+        let Some(entry) = u.prepare_multi(handle.raw_fd(), handle.is_fixed(), anchor) else {
             return false;
         };
         // SAFETY: a multishot receive points to no memory of the process: its

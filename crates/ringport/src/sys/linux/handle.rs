@@ -215,6 +215,9 @@ pub(crate) struct Handle {
     /// in the socket (or none has completed yet), so try at once rather than
     /// wait for readability first.
     data_left: AtomicBool,
+    /// The io_uring driver put the descriptor in its ring's file table
+    /// (`Uring::fix`): entries name it there, and closing it clears the slot.
+    fixed: AtomicBool,
     /// Tokens of the operations in flight. Touched only under the port's
     /// operations lock (through `Ops::inflight`), which `start` and the reaper
     /// hold anyway, so starting and finishing an operation take no lock of
@@ -255,6 +258,7 @@ impl Handle {
             state: Mutex::new(HandleState { fd: Some(owned.fd) }),
             closing: AtomicBool::new(false),
             data_left: AtomicBool::new(true),
+            fixed: AtomicBool::new(false),
             inflight: UnsafeCell::new(Tokens::default()),
             multi: UnsafeCell::new(Multi::default()),
             readiness: OnceLock::new(),
@@ -352,6 +356,17 @@ impl Handle {
         self.data_left.store(left, Ordering::Relaxed);
     }
 
+    /// See `fixed`.
+    #[inline]
+    pub(crate) fn is_fixed(&self) -> bool {
+        self.fixed.load(Ordering::Relaxed)
+    }
+
+    /// Set once, at association, before any operation can be started.
+    pub(crate) fn set_fixed(&self) {
+        self.fixed.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -389,11 +404,16 @@ impl Handle {
     pub(crate) fn release_fd(&self, fd: Option<OwnedFd>) {
         if let Some(fd) = fd {
             // Unregister first: once closed, the number may be reused at once.
-            if let (Some(src), Some(port)) = (self.readiness.get(), self.port.upgrade()) {
+            let port = self.port.upgrade();
+            if let (Some(src), Some(port)) = (self.readiness.get(), &port) {
                 port.forget(src);
             }
             unregister(fd.as_fd(), self.raw);
-            drop(fd);
+            match port {
+                // Without the port its ring, and the file table, are gone.
+                Some(port) => port.close_fd(fd, self.is_fixed()),
+                None => drop(fd),
+            }
         }
     }
 
@@ -423,7 +443,10 @@ impl Drop for Handle {
             // port stops it and closes the descriptor once that is safe.
             (Some(fd), Some(port)) => {
                 unregister(fd.as_fd(), self.raw);
-                drop(port.anchor_dropped(anchor, fd));
+                let fixed = self.is_fixed();
+                if let Some(fd) = port.anchor_dropped(anchor, fd, fixed) {
+                    port.close_fd(fd, fixed);
+                }
             }
             (fd, _) => self.release_fd(fd),
         }

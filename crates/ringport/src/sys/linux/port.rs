@@ -124,6 +124,11 @@ impl Ops {
     }
 }
 
+/// A descriptor waiting for its multishot receive's last completion (see
+/// `Port::orphans`): the anchor's token, the descriptor, and whether it is in
+/// the ring's file table.
+type Orphan = (u64, OwnedFd, bool);
+
 /// A completion port on Linux.
 #[derive(Debug)]
 pub(crate) struct Port {
@@ -139,7 +144,7 @@ pub(crate) struct Port {
     /// Descriptors of sockets dropped while their multishot receive's entry
     /// may not have reached the kernel yet (it names the socket by number):
     /// closed when its last completion comes, by anchor token.
-    orphans: Mutex<Vec<(u64, OwnedFd)>>,
+    orphans: Mutex<Vec<Orphan>>,
     pool: Arc<BufPool>,
 }
 
@@ -324,7 +329,7 @@ impl Port {
         ops.next_gen = (ops.next_gen + 1) & GEN_MASK;
         let gen = u64::from(ops.next_gen & ANCHOR_GEN_MASK);
         let a = ANCHOR | gen << 32 | ops.anchors.vacant_key() as u64;
-        if !self.driver.arm_multi(handle.raw_fd(), a, now) {
+        if !self.driver.arm_multi(handle, a, now) {
             return false;
         }
         ops.anchors.insert((a, Arc::downgrade(handle)));
@@ -389,8 +394,10 @@ impl Port {
                 ops.anchors.remove(i);
                 // Out of the kernel: its socket's descriptor may close now.
                 let mut orphans = lock(&self.orphans);
-                if let Some(j) = orphans.iter().position(|(t, _)| *t == a) {
-                    drop(orphans.swap_remove(j));
+                if let Some(j) = orphans.iter().position(|(t, _, _)| *t == a) {
+                    let (_, fd, fixed) = orphans.swap_remove(j);
+                    drop(orphans);
+                    self.close_fd(fd, fixed);
                 }
             }
             return;
@@ -506,15 +513,40 @@ impl Port {
     /// close now (the kernel took every queued entry, so none names it by
     /// number any more); else it is given `fd`, and closes it when the
     /// receive's last completion comes.
-    pub(crate) fn anchor_dropped(&self, a: u64, fd: OwnedFd) -> Option<OwnedFd> {
+    pub(crate) fn anchor_dropped(&self, a: u64, fd: OwnedFd, fixed: bool) -> Option<OwnedFd> {
         if let Err(e) = self.driver.cancel_behind(a, true) {
             log::warn!("ringport: stopping a multishot receive failed: {e}");
         }
         if self.driver.all_submitted() {
             return Some(fd);
         }
-        lock(&self.orphans).push((a, fd));
+        lock(&self.orphans).push((a, fd, fixed));
         None
+    }
+
+    /// Closes a handle's descriptor; `fixed`: it is in the ring's file table
+    /// (`Handle::is_fixed`), whose slot is cleared first.
+    pub(crate) fn close_fd(&self, fd: OwnedFd, fixed: bool) {
+        if !fixed {
+            return drop(fd);
+        }
+        // Counted in flight first: one left for the owner of a single-thread
+        // port makes it enter the kernel (as for an operation another
+        // thread starts), where the driver's wake-up finds it.
+        self.core.op_started();
+        if self.driver.close_fixed(fd) {
+            self.core.ops_done(1);
+        }
+    }
+
+    /// The descriptors other threads left for this owner to close
+    /// (`close_fd`), closed, and out of flight.
+    #[inline]
+    fn owner_closes(&self) {
+        let n = self.driver.owner_closes();
+        if n > 0 {
+            self.core.ops_done(n);
+        }
     }
 
     /// Queues one completion made outside a reap, and hands it out.
@@ -650,6 +682,7 @@ impl Port {
     /// Reaps what the kernel finished and queues it, handing it out to
     /// waiters; `me` is the calling thread if it is one of them.
     fn reap(&self, wait: Wait<'_>, me: Option<&Arc<Waiter>>) -> io::Result<()> {
+        self.owner_closes();
         if let Wait::For(..) = wait {
             // A poller about to sleep takes what running threads staged, so
             // that none waits for a dequeue of theirs that may be far off.
@@ -659,6 +692,8 @@ impl Port {
         let r = self.reap_into(wait, &mut s);
         self.complete(&mut s, me);
         s.put_back();
+        // The wake-up may have been for these.
+        self.owner_closes();
         r
     }
 
@@ -908,6 +943,7 @@ impl Port {
         mut take: impl FnMut(&Core, &mut Vec<Entry>) -> Option<T>,
     ) -> Result<Option<T>, GetError> {
         self.submit().map_err(GetError::Os)?;
+        self.owner_closes();
         if !running {
             if let Err(e) = self.reap(Wait::No, None) {
                 self.hand_out();
@@ -1090,6 +1126,10 @@ impl Port {
                 log::warn!("ringport: draining the port failed: {e}");
                 break;
             }
+        }
+        let closed = self.driver.drop_file_table();
+        if closed > 0 {
+            self.core.ops_done(closed);
         }
         let left = self.core.inflight() + lock(&self.ops).anchors.len();
         if left > 0 {
