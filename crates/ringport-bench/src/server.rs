@@ -37,7 +37,9 @@ impl ServerKind {
     /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `ringport-shared`
     /// (io_uring with `--shared-ring`: one worker keeps the ordinary shared
     /// ring instead of a single-thread port's), `ringport-single` (io_uring
-    /// with `--single-shot`: a receive per message, no multishot), `tokio`, `mio`, `ceiling`,
+    /// with `--single-shot`: a receive per message, no multishot),
+    /// `ringport-unregistered` (io_uring with `--no-registered-files`: sockets
+    /// named by number, not through the ring's file table), `tokio`, `mio`, `ceiling`,
     /// `ceiling-coop` (the ceiling with ringport's ring setup flags) and
     /// `ceiling-single` (the ceiling with a single-shot receive per message).
     pub fn by_name(name: &str, dir: &Path) -> Option<ServerKind> {
@@ -56,6 +58,11 @@ impl ServerKind {
                 let mut args = serve("io_uring");
                 args.push("--single-shot".into());
                 ("ringport-single", "ringport", args)
+            }
+            "ringport-unregistered" => {
+                let mut args = serve("io_uring");
+                args.push("--no-registered-files".into());
+                ("ringport-unregistered", "ringport", args)
             }
             "tokio" => ("tokio", "tokio_echo", Vec::new()),
             "mio" => ("mio", "mio_echo", Vec::new()),

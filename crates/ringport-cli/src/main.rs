@@ -123,6 +123,10 @@ struct ServeArgs {
     /// receive per socket (io_uring; for comparing the two).
     #[arg(long)]
     single_shot: bool,
+    /// Name sockets by descriptor number instead of through the ring's
+    /// registered file table (io_uring; for comparing the two).
+    #[arg(long)]
+    no_registered_files: bool,
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +231,7 @@ fn serve(a: ServeArgs) -> Result<bool> {
         reuseport: a.reuseport,
         shared_ring: a.shared_ring,
         single_shot: a.single_shot,
+        unregistered: a.no_registered_files,
         ..server::Config::default()
     })?;
     println!(

@@ -122,20 +122,30 @@ fn bench(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
 }
 
 /// One worker gets a single-thread port (on io_uring, a ring of its own);
-/// `--shared-ring` keeps the ordinary one. Both echo every byte.
+/// `--shared-ring` keeps the ordinary one. On io_uring sockets go in the
+/// ring's registered file table unless `--no-registered-files`. All echo
+/// every byte.
 #[test]
 fn one_worker_gets_a_single_thread_port() {
     let Some(b) = util::backend() else { return };
-    for (args, single) in [
-        (&["--threads", "1"][..], true),
-        (&["--threads", "1", "--shared-ring"], false),
-        (&["--threads", "2"], false),
+    for (args, single, files) in [
+        (&["--threads", "1"][..], true, true),
+        (&["--threads", "1", "--shared-ring"], false, true),
+        (&["--threads", "2"], false, true),
+        (&["--threads", "1", "--no-registered-files"], true, false),
+        (&["--threads", "2", "--no-registered-files"], false, false),
     ] {
         let server = Server::start(&b, args);
         if server.banner.contains("backend: io_uring") {
             assert_eq!(
                 server.banner.contains("single thread"),
                 single,
+                "{args:?}: {}",
+                server.banner
+            );
+            assert_eq!(
+                server.banner.contains("registered file slots"),
+                files,
                 "{args:?}: {}",
                 server.banner
             );

@@ -66,6 +66,7 @@ pub struct Builder {
     pub(crate) single_thread: bool,
     #[cfg_attr(windows, allow(dead_code))] // io_uring's
     pub(crate) multishot_recv: bool,
+    pub(crate) registered_files: bool,
 }
 
 impl Builder {
@@ -162,6 +163,27 @@ impl Builder {
         self
     }
 
+    /// Whether an io_uring port puts every associated descriptor in its
+    /// ring's registered file table (default true).
+    ///
+    /// Its operations then name the descriptor's slot (`IOSQE_FIXED_FILE`),
+    /// so the kernel takes no reference to the file per operation. It costs a
+    /// system call when the descriptor is associated and another before it
+    /// is closed, to clear the slot. On a single-thread port both are the
+    /// owner's to make: a descriptor associated on another thread once the
+    /// owner claimed the port stays out of the table, and one closed on
+    /// another thread is closed by the owner's next dequeue. With `false`,
+    /// operations name descriptors by number (for comparing the two).
+    ///
+    /// # Platform behaviour
+    ///
+    /// io_uring only, on kernels with sparse file tables (Linux 5.19);
+    /// elsewhere descriptors are named by number. Epoll and Windows ignore it.
+    pub fn registered_files(mut self, yes: bool) -> Builder {
+        self.registered_files = yes;
+        self
+    }
+
     /// io_uring completion queue size (default: four times `entries`).
     ///
     /// Operations are not limited by it: when more completions arrive than it
@@ -203,6 +225,7 @@ impl Default for Builder {
             recv_buffers: (512, 16 * 1024),
             single_thread: false,
             multishot_recv: true,
+            registered_files: true,
         }
     }
 }

@@ -334,14 +334,21 @@ fn a_socket_closed_on_another_thread_reaches_its_peer() {
 fn a_descriptor_number_used_again_names_the_new_socket() {
     // Each socket closed here frees the lowest descriptor number, which the
     // next one takes; on io_uring the number is its slot in the file table.
+    // Without the table (`registered_files(false)`) the number is all there is.
     each_backend(|backend, _| {
-        for shared in [false, true] {
-            let b = CompletionPort::builder().backend(backend);
+        for (shared, files) in [(false, true), (true, true), (false, false), (true, false)] {
+            let b = CompletionPort::builder()
+                .backend(backend)
+                .registered_files(files);
             let port = if shared {
                 b.build().unwrap()
             } else {
                 single(b)
             };
+            if backend == Backend::IoUring {
+                let why = port.backend_reason();
+                assert_eq!(why.contains("registered file slots"), files, "{why}");
+            }
             for round in 0..20u64 {
                 let (mut client, server) = util::tcp_pair();
                 let sock = port.associate(server, round).unwrap();

@@ -84,6 +84,9 @@ pub struct Config {
     /// Pooled receives one at a time in the kernel, not through a multishot
     /// receive per socket (see `Builder::multishot_recv`; for comparing).
     pub single_shot: bool,
+    /// Sockets named by descriptor number, not through the ring's registered
+    /// file table (see `Builder::registered_files`; for comparing).
+    pub unregistered: bool,
     /// Size of the pooled receive buffers (512 of them are shared by every
     /// connection; an idle connection holds none).
     pub buf_size: usize,
@@ -103,6 +106,7 @@ impl Default for Config {
             reuseport: false,
             shared_ring: false,
             single_shot: false,
+            unregistered: false,
             buf_size: 16 * 1024,
         }
     }
@@ -150,17 +154,19 @@ pub fn open_port(
     buf_size: usize,
     single: bool,
 ) -> Result<CompletionPort> {
-    open_port_with(backend, concurrency, buf_size, single, true)
+    open_port_with(backend, concurrency, buf_size, single, true, true)
 }
 
 /// [`open_port`], choosing whether pooled receives go through a multishot
-/// receive per socket (`Builder::multishot_recv`).
+/// receive per socket (`Builder::multishot_recv`) and whether sockets go in
+/// the ring's registered file table (`Builder::registered_files`).
 pub fn open_port_with(
     backend: Backend,
     concurrency: usize,
     buf_size: usize,
     single: bool,
     multishot: bool,
+    files: bool,
 ) -> Result<CompletionPort> {
     CompletionPort::builder()
         .backend(backend)
@@ -168,6 +174,7 @@ pub fn open_port_with(
         .recv_buffers(512, buf_size)
         .single_thread(single)
         .multishot_recv(multishot)
+        .registered_files(files)
         .build()
         .map_err(|e| match backend {
             Backend::Auto => Error::msg(format!("cannot open a completion port: {e}")),
@@ -229,6 +236,7 @@ impl Server {
             cfg.buf_size,
             single,
             !cfg.single_shot,
+            !cfg.unregistered,
         )?;
         let listener = bind(&cfg)?;
         let addr = listener

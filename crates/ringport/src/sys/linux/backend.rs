@@ -30,6 +30,7 @@ pub(crate) fn choose(b: &Builder, pool: &Arc<BufPool>) -> io::Result<(Driver, Ba
                 pool.clone(),
                 b.single_thread,
                 b.multishot_recv,
+                b.registered_files,
             ) {
                 Ok(u) => {
                     let why = format!("io_uring available ({})", u.describe());

@@ -176,13 +176,16 @@ impl Uring {
     /// Sets up a ring with `entries` submission and `cq_entries` completion
     /// slots, and checks that the kernel has everything the port needs;
     /// `single`: for a single-thread port (a ring of the owner's own where
-    /// the kernel has `DEFER_TASKRUN`, else a shared one).
+    /// the kernel has `DEFER_TASKRUN`, else a shared one); `multishot`: arm
+    /// multishot receives; `registered_files`: set up the file table that
+    /// [`Uring::fix`] puts associated descriptors in.
     pub(crate) fn new(
         entries: u32,
         cq_entries: u32,
         pool: Arc<BufPool>,
         single: bool,
         multishot: bool,
+        registered_files: bool,
     ) -> io::Result<Uring> {
         let owned = if single {
             Self::owned_ring(entries, cq_entries)
@@ -253,7 +256,9 @@ impl Uring {
             unfix_pending: AtomicBool::new(false),
         };
         let mut uring = uring;
-        uring.fixed = uring.file_table();
+        if registered_files {
+            uring.fixed = uring.file_table();
+        }
         if uring.single.is_some() {
             // Registered now, while any thread may still register.
             uring.buf_ring();
