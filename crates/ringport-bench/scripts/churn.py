@@ -2,8 +2,8 @@
 # Connection churn: N sequential connections to an echo server on 127.0.0.1:PORT,
 # each sends 64 B, reads them back (checked), and closes; 500 more first, as a
 # warm-up. Prints the server's CPU (utime + stime of PID, from /proc) per
-# connection over the N. Used for run BY's registered-files churn check:
-#   ./target/release/ringport serve --addr 127.0.0.1:7311 --threads 1 [--no-registered-files] &
+# connection over the N. Used for the churn check after run BY (BENCHMARKS.md):
+#   ./target/release/ringport serve --addr 127.0.0.1:7311 --threads 1 --backend io_uring [--no-registered-files] &
 #   crates/ringport-bench/scripts/churn.py $! 7311 10000
 # Usage: churn.py PID PORT N
 import socket, sys, os, time
