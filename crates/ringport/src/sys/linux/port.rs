@@ -943,14 +943,15 @@ impl Port {
         mut take: impl FnMut(&Core, &mut Vec<Entry>) -> Option<T>,
     ) -> Result<Option<T>, GetError> {
         self.submit().map_err(GetError::Os)?;
-        self.owner_closes();
         if !running {
+            // `reap` closes what other threads left for the owner.
             if let Err(e) = self.reap(Wait::No, None) {
                 self.hand_out();
                 return Err(GetError::Os(e));
             }
             return Ok(None);
         }
+        self.owner_closes();
         // What a running thread reaps here is its to take first: it has
         // given back its slot and takes again at once (`KeRemoveQueue`),
         // so no waiter is woken for packets this thread takes itself. When

@@ -324,12 +324,19 @@ impl Uring {
         }
     }
 
-    /// A single-thread port's ring that no thread claimed yet: still
-    /// disabled, so the kernel takes register calls from any thread.
+    /// A single-thread port's ring that no thread claimed yet.
     fn unclaimed(&self) -> bool {
         self.single
             .as_ref()
             .is_some_and(|s| s.owner.load(Ordering::Acquire) == 0)
+    }
+
+    /// True when this thread may call `io_uring_register` on this ring: one
+    /// that may enter it ([`Uring::may_enter`]), or any thread while a
+    /// single-thread port's ring is unclaimed (still disabled, so the kernel
+    /// takes register calls from any thread).
+    fn may_register(&self) -> bool {
+        self.may_enter() || self.unclaimed()
     }
 
     /// Puts descriptor `raw` in its slot of the file table; false when it
@@ -339,7 +346,7 @@ impl Uring {
         let Ok(slot) = u32::try_from(raw) else {
             return false;
         };
-        if slot >= self.fixed || !(self.may_enter() || self.unclaimed()) {
+        if slot >= self.fixed || !self.may_register() {
             return false;
         }
         // A racing claim makes this thread's call fail (`EEXIST`): unregistered.
@@ -355,7 +362,7 @@ impl Uring {
     /// counts one operation in flight for it, so that the owner enters the
     /// kernel and is woken (through the eventfd, here) to do it.
     pub(crate) fn unfix_and_close(&self, fd: OwnedFd) -> bool {
-        if self.may_enter() || self.unclaimed() {
+        if self.may_register() {
             match self.clear_slot(&fd) {
                 Ok(()) => {
                     drop(fd);
@@ -413,7 +420,7 @@ impl Uring {
     /// descriptors were waiting for the owner ([`Uring::unfix_and_close`]),
     /// now closed.
     pub(crate) fn drop_file_table(&self) -> usize {
-        if self.fixed == 0 || !(self.may_enter() || self.unclaimed()) {
+        if self.fixed == 0 || !self.may_register() {
             return 0;
         }
         let mut later = lock(&self.unfix_later);
@@ -466,11 +473,7 @@ impl Uring {
     /// `close` of a single-thread port nobody claimed: the closing thread
     /// takes the ring, so that it can cancel and reap what was started.
     pub(crate) fn adopt(&self) {
-        let unclaimed = self
-            .single
-            .as_ref()
-            .is_some_and(|s| s.owner.load(Ordering::Acquire) == 0);
-        if unclaimed {
+        if self.unclaimed() {
             if let Err(e) = self.claim() {
                 log::debug!("ringport: closing an unclaimed single-thread port: {e}");
             }
