@@ -123,7 +123,7 @@ if [[ $QUICK == 0 ]]; then
     fi
     if cargo +nightly miri --version >/dev/null 2>&1; then
         step "miri (port core)"
-        CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p ringport --lib -- waiters posts
+        CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p ringport --lib -- waiters posts queue
         EXTRA+=("miri: port core unit tests clean")
     else
         echo "SKIP miri: nightly with miri could not be installed here"

@@ -10,6 +10,7 @@ mod op;
 mod poller;
 mod port;
 mod posts;
+mod queue;
 mod thread;
 mod uring;
 mod waiters;

@@ -39,9 +39,8 @@ pub(crate) struct Op {
 const _: () = assert!(std::mem::size_of::<Op>() <= 72);
 
 /// A packet as the port's queue holds it: 24 bytes, the size of a [`Packet`],
-/// so a block of the queue is as small as a channel's of packets: small enough
-/// for glibc's per-thread cache, so the consumer's `free` of a block the
-/// producer allocated seldom takes the producer's arena lock. A
+/// so a block of the queue is as small as a channel's of packets (the queue
+/// keeps its emptied blocks, see `queue`, so few reach the allocator). A
 /// posted packet is copied in (boxed only if its byte count does not fit 32
 /// bits), a reaped operation's box moved in, and the [`Completion`] is made by
 /// the thread that dequeues it. Every entry is made into its completion, even

@@ -10,7 +10,7 @@
 //! then reads the queue, so at least one of them sees the other and no packet
 //! waits beside a waiter that could take it. The waiter's side has a `SeqCst`
 //! fence between its store and its read; the push's side needs none of its
-//! own, because `SegQueue::push` claims its slot with a `SeqCst`
+//! own, because `Queue::push` (crossbeam's `SegQueue`) claims its slot with a `SeqCst`
 //! compare-exchange on the queue's tail, which the waiter's fence orders
 //! against, before the push reads `stacked` with `SeqCst` (crossbeam-channel's
 //! unbounded channel meets its sleeping receivers the same way).
@@ -37,7 +37,7 @@ mod sync {
     pub(crate) use std::thread::{current, Thread};
 
     /// The packet queue: FIFO, many producers and consumers, no lock.
-    pub(crate) type Queue<T> = crossbeam_queue::SegQueue<T>;
+    pub(crate) use super::super::queue::Queue;
 }
 #[cfg(loom)]
 mod sync {
@@ -45,7 +45,7 @@ mod sync {
     pub(crate) use loom::sync::{Mutex, MutexGuard};
     pub(crate) use loom::thread::{current, Thread};
 
-    /// The packet queue under loom: a locked `VecDeque` with `SegQueue`'s
+    /// The packet queue under loom: a locked `VecDeque` with the queue's
     /// methods (loom cannot look inside crossbeam's atomics), so the model
     /// checks the protocol around the queue, taking the queue as linearizable.
     #[derive(Debug)]
@@ -55,7 +55,7 @@ mod sync {
         pub(crate) fn new() -> Self {
             Queue(Mutex::new(std::collections::VecDeque::new()))
         }
-        /// As `SegQueue::push`, whose `SeqCst` compare-exchange on the tail
+        /// As `Queue::push`, whose `SeqCst` compare-exchange on the tail
         /// the fence stands for.
         pub(crate) fn push(&self, t: T) {
             self.0.lock().unwrap().push_back(t);

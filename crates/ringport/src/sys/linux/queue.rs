@@ -1,0 +1,656 @@
+//! The port's packet queue: crossbeam-queue's `SegQueue` (version 0.3.14),
+//! with one change. The blocks its readers are done with are kept, a few at
+//! a time, for its writers to fill again, instead of going back to the
+//! allocator.
+//!
+//! Why: in a stream of posts from one thread to another, the writer
+//! allocates a block every 31 packets and the reader frees it. glibc puts a
+//! block freed by another thread back into the arena of the thread that
+//! allocated it, under that arena's lock, once the freeing thread's own
+//! cache is full; so the two threads meet on the lock, and the arena's top is
+//! trimmed and grown again. In the profile of the stream hand-off that was
+//! 22.7% of the samples in `futex` and 17.6% in page faults under
+//! `_int_malloc` (BENCHMARKS.md, "Hand-off").
+//!
+//! Reuse is as safe as `free` and `malloc`: a block goes to the spares
+//! exactly where `SegQueue` frees it (its destruction protocol has made sure
+//! that no thread uses it or will), and a writer takes one exactly where
+//! `SegQueue` allocates one, before it is published. An allocator may hand
+//! back the very same address, so no thread can tell the difference; and no
+//! thread dereferences a block pointer it has not validated by a successful
+//! compare-exchange of the index, so a stale pointer to a reused block is
+//! never followed.
+//!
+//! The algorithm, its comments and its memory orderings are crossbeam's,
+//! unchanged. Copyright (c) 2019 The Crossbeam Project Developers; MIT or
+//! Apache-2.0, as ringport.
+//!
+//! Under loom the port uses a locked queue instead (see `waiters::sync`);
+//! this one's own tests run under miri.
+
+use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::sync::atomic::{self, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::{Backoff, CachePadded};
+
+// Bits indicating the state of a slot:
+// * If a value has been written into the slot, `WRITE` is set.
+// * If a value has been read from the slot, `READ` is set.
+// * If the block is being destroyed, `DESTROY` is set.
+const WRITE: usize = 1;
+const READ: usize = 2;
+const DESTROY: usize = 4;
+
+// Each block covers one "lap" of indices.
+const LAP: u64 = 32;
+// The maximum number of values a block can hold.
+const BLOCK_CAP: usize = LAP as usize - 1;
+// How many lower bits are reserved for metadata.
+const SHIFT: usize = 1;
+// Indicates that the block is not the last one.
+const HAS_NEXT: u64 = 1;
+
+/// Emptied blocks a queue keeps for reuse, at most. A reader frees a block
+/// about as often as a writer needs one; a few absorb the bursts.
+const SPARES: usize = 4;
+
+/// A slot in a block.
+struct Slot<T> {
+    /// The value.
+    value: UnsafeCell<MaybeUninit<T>>,
+    /// The state of the slot.
+    state: AtomicUsize,
+}
+
+impl<T> Slot<T> {
+    /// Waits until a value is written into the slot.
+    fn wait_write(&self) {
+        let backoff = Backoff::new();
+        while self.state.load(Ordering::Acquire) & WRITE == 0 {
+            backoff.snooze();
+        }
+    }
+}
+
+/// A block in a linked list: up to `BLOCK_CAP` values.
+struct Block<T> {
+    /// The next block in the linked list.
+    next: AtomicPtr<Block<T>>,
+    /// Slots for values.
+    slots: [Slot<T>; BLOCK_CAP],
+}
+
+impl<T> Block<T> {
+    const LAYOUT: Layout = {
+        let layout = Layout::new::<Self>();
+        assert!(layout.size() != 0, "a block holds an AtomicPtr");
+        layout
+    };
+
+    /// A new, empty block from the allocator.
+    fn alloc() -> *mut Self {
+        // SAFETY: the layout is not zero-sized (checked in `LAYOUT`).
+        let ptr = unsafe { alloc_zeroed(Self::LAYOUT) };
+        if ptr.is_null() {
+            handle_alloc_error(Self::LAYOUT)
+        }
+        // All zeroes is an empty block: a null `next`, no state bits set,
+        // and values that are `MaybeUninit`.
+        ptr.cast()
+    }
+
+    /// Gives a block back to the allocator.
+    ///
+    /// # Safety
+    ///
+    /// `this` came from [`Block::alloc`], no thread uses it and none will,
+    /// and the values left in its slots have been read or dropped.
+    unsafe fn free(this: *mut Self) {
+        // SAFETY: allocated with this layout (the caller's promise).
+        unsafe { dealloc(this.cast(), Self::LAYOUT) }
+    }
+
+    /// Makes a block that no thread uses empty again, as from `alloc`.
+    fn reset(&mut self) {
+        *self.next.get_mut() = ptr::null_mut();
+        for slot in &mut self.slots {
+            *slot.state.get_mut() = 0;
+        }
+    }
+
+    /// Waits until the next pointer is set.
+    fn wait_next(&self) -> *mut Block<T> {
+        let backoff = Backoff::new();
+        loop {
+            let next = self.next.load(Ordering::Acquire);
+            if !next.is_null() {
+                return next;
+            }
+            backoff.snooze();
+        }
+    }
+}
+
+/// A position in a queue.
+struct Position<T> {
+    /// The index in the queue.
+    index: AtomicU64,
+    /// The block in the linked list.
+    block: AtomicPtr<Block<T>>,
+}
+
+/// An unbounded multi-producer multi-consumer FIFO queue that keeps its
+/// emptied blocks: `SegQueue`'s methods, as far as the port uses them.
+pub(crate) struct Queue<T> {
+    /// The head of the queue.
+    head: CachePadded<Position<T>>,
+    /// The tail of the queue.
+    tail: CachePadded<Position<T>>,
+    /// Emptied blocks, reset, for the next writer that needs one; null
+    /// where none is kept.
+    spares: CachePadded<[AtomicPtr<Block<T>>; SPARES]>,
+    /// Dropping a `Queue<T>` may drop values of type `T`.
+    _marker: PhantomData<T>,
+}
+
+// SAFETY: as `SegQueue`'s: the queue moves `T`s between threads (hence
+// `T: Send`), and every access to a slot is ordered by its state bits.
+unsafe impl<T: Send> Send for Queue<T> {}
+// SAFETY: as above; `&Queue` only pushes and pops whole values.
+unsafe impl<T: Send> Sync for Queue<T> {}
+
+impl<T> Queue<T> {
+    /// A new, empty queue; it allocates at its first push.
+    pub(crate) fn new() -> Queue<T> {
+        Queue {
+            head: CachePadded::new(Position {
+                block: AtomicPtr::new(ptr::null_mut()),
+                index: AtomicU64::new(0),
+            }),
+            tail: CachePadded::new(Position {
+                block: AtomicPtr::new(ptr::null_mut()),
+                index: AtomicU64::new(0),
+            }),
+            spares: CachePadded::new(std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut()))),
+            _marker: PhantomData,
+        }
+    }
+
+    /// An empty block for a writer: a spare if one is kept, else a new one.
+    /// Only the caller has it until it publishes it.
+    fn new_block(&self) -> *mut Block<T> {
+        for spare in self.spares.iter() {
+            if !spare.load(Ordering::Relaxed).is_null() {
+                // Acquire: pairs with the release in `recycle`, so the reset
+                // (and every read of the block before it) happens before
+                // this writer fills it.
+                let b = spare.swap(ptr::null_mut(), Ordering::Acquire);
+                if !b.is_null() {
+                    return b;
+                }
+            }
+        }
+        Block::alloc()
+    }
+
+    /// Keeps an emptied block for reuse, or frees it when the spares are
+    /// full.
+    ///
+    /// # Safety
+    ///
+    /// As [`Block::free`]: `b` is this queue's, no thread uses it and none
+    /// will, and its values have been read or dropped.
+    unsafe fn recycle(&self, b: *mut Block<T>) {
+        // SAFETY: no other thread uses the block (the caller's promise).
+        unsafe { (*b).reset() };
+        for spare in self.spares.iter() {
+            if spare.load(Ordering::Relaxed).is_null()
+                && spare
+                    .compare_exchange(ptr::null_mut(), b, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        // SAFETY: as the caller promised; it was not kept.
+        unsafe { Block::free(b) }
+    }
+
+    /// Sets the `DESTROY` bit in slots starting from `start`, and recycles
+    /// the block when no thread still reads from it.
+    ///
+    /// # Safety
+    ///
+    /// `this` is a block of this queue, every one of its slots from `start`
+    /// on has been claimed by a reader, and the caller has read its own.
+    unsafe fn destroy(&self, this: *mut Block<T>, start: usize) {
+        // It is not necessary to set the `DESTROY` bit in the last slot
+        // because that slot has begun destruction of the block.
+        for i in start..BLOCK_CAP - 1 {
+            // SAFETY: `i < BLOCK_CAP`; the block is alive until the last
+            // reader reaches this point.
+            let slot = unsafe { (*this).slots.get_unchecked(i) };
+            // Mark the `DESTROY` bit if a thread is still using the slot.
+            if slot.state.load(Ordering::Acquire) & READ == 0
+                && slot.state.fetch_or(DESTROY, Ordering::AcqRel) & READ == 0
+            {
+                // If a thread is still using the slot, it will continue
+                // destruction of the block.
+                return;
+            }
+        }
+        // SAFETY: no thread is using the block: every slot has been read.
+        unsafe { self.recycle(this) }
+    }
+
+    /// Pushes an element to the tail.
+    pub(crate) fn push(&self, value: T) {
+        let backoff = Backoff::new();
+        let mut tail = self.tail.index.load(Ordering::Acquire);
+        let mut block = self.tail.block.load(Ordering::Acquire);
+        // A block taken in advance, only this thread's until it installs it.
+        let mut next_block: *mut Block<T> = ptr::null_mut();
+
+        loop {
+            // Calculate the offset of the index into the block.
+            let offset = ((tail >> SHIFT) % LAP) as usize;
+
+            // If we reached the end of the block, wait until the next one is
+            // installed.
+            if offset == BLOCK_CAP {
+                backoff.snooze();
+                tail = self.tail.index.load(Ordering::Acquire);
+                block = self.tail.block.load(Ordering::Acquire);
+                continue;
+            }
+
+            // If we're going to have to install the next block, take it in
+            // advance in order to make the wait for other threads as short
+            // as possible.
+            if offset + 1 == BLOCK_CAP && next_block.is_null() {
+                next_block = self.new_block();
+            }
+
+            // If this is the first push operation, we need to allocate the
+            // first block.
+            if block.is_null() {
+                let new = match next_block.is_null() {
+                    true => self.new_block(),
+                    false => std::mem::replace(&mut next_block, ptr::null_mut()),
+                };
+                if self
+                    .tail
+                    .block
+                    .compare_exchange(block, new, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.head.block.store(new, Ordering::Release);
+                    block = new;
+                } else {
+                    next_block = new;
+                    tail = self.tail.index.load(Ordering::Acquire);
+                    block = self.tail.block.load(Ordering::Acquire);
+                    continue;
+                }
+            }
+
+            let new_tail = tail + (1 << SHIFT);
+
+            // Try advancing the tail forward.
+            match self.tail.index.compare_exchange_weak(
+                tail,
+                new_tail,
+                Ordering::SeqCst,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    // If we've reached the end of the block, install the
+                    // next one.
+                    if offset + 1 == BLOCK_CAP {
+                        let next_index = new_tail.wrapping_add(1 << SHIFT);
+                        self.tail.block.store(next_block, Ordering::Release);
+                        self.tail.index.store(next_index, Ordering::Release);
+                        // SAFETY: `block` is the tail block: the successful
+                        // compare-exchange of the index proves it current,
+                        // and it lives until its last slot, ours, is read.
+                        unsafe { (*block).next.store(next_block, Ordering::Release) };
+                    } else if !next_block.is_null() {
+                        // Taken in advance for an end another thread reached:
+                        // never published.
+                        // SAFETY: only this thread ever had it, and it holds
+                        // no values.
+                        unsafe { self.recycle(next_block) };
+                    }
+
+                    // Write the value into the slot.
+                    // SAFETY: the compare-exchange gave this thread the slot
+                    // at `offset < BLOCK_CAP` of the live block `block`; no
+                    // reader touches the value before `WRITE` is set.
+                    unsafe {
+                        let slot = (*block).slots.get_unchecked(offset);
+                        slot.value.get().write(MaybeUninit::new(value));
+                        slot.state.fetch_or(WRITE, Ordering::Release);
+                    }
+                    return;
+                }
+                Err(t) => {
+                    tail = t;
+                    block = self.tail.block.load(Ordering::Acquire);
+                    backoff.spin();
+                }
+            }
+        }
+    }
+
+    /// Pops the head element from the queue, or `None` if it is empty.
+    pub(crate) fn pop(&self) -> Option<T> {
+        let backoff = Backoff::new();
+        let mut head = self.head.index.load(Ordering::Acquire);
+        let mut block = self.head.block.load(Ordering::Acquire);
+
+        loop {
+            // Calculate the offset of the index into the block.
+            let offset = ((head >> SHIFT) % LAP) as usize;
+
+            // If we reached the end of the block, wait until the next one is
+            // installed.
+            if offset == BLOCK_CAP {
+                backoff.snooze();
+                head = self.head.index.load(Ordering::Acquire);
+                block = self.head.block.load(Ordering::Acquire);
+                continue;
+            }
+
+            let mut new_head = head + (1 << SHIFT);
+
+            if new_head & HAS_NEXT == 0 {
+                atomic::fence(Ordering::SeqCst);
+                let tail = self.tail.index.load(Ordering::Relaxed);
+
+                // If the tail equals the head, that means the queue is empty.
+                if head >> SHIFT == tail >> SHIFT {
+                    return None;
+                }
+
+                // If head and tail are not in the same block, set `HAS_NEXT`
+                // in head.
+                if (head >> SHIFT) / LAP != (tail >> SHIFT) / LAP {
+                    new_head |= HAS_NEXT;
+                }
+            }
+
+            // The block can be null here only if the first push operation is
+            // in progress. In that case, just wait until it gets initialized.
+            if block.is_null() {
+                backoff.snooze();
+                head = self.head.index.load(Ordering::Acquire);
+                block = self.head.block.load(Ordering::Acquire);
+                continue;
+            }
+
+            // Try moving the head index forward.
+            match self.head.index.compare_exchange_weak(
+                head,
+                new_head,
+                Ordering::SeqCst,
+                Ordering::Acquire,
+            ) {
+                // SAFETY: the compare-exchange gave this thread the slot at
+                // `offset < BLOCK_CAP` of `block`, which is current (the index
+                // did not move since `block` was loaded) and lives until this
+                // thread has read the slot and, by the `READ` and `DESTROY`
+                // bits, passed the block's destruction on or done it.
+                Ok(_) => unsafe {
+                    // If we've reached the end of the block, move to the
+                    // next one.
+                    if offset + 1 == BLOCK_CAP {
+                        let next = (*block).wait_next();
+                        let mut next_index = (new_head & !HAS_NEXT).wrapping_add(1 << SHIFT);
+                        if !(*next).next.load(Ordering::Relaxed).is_null() {
+                            next_index |= HAS_NEXT;
+                        }
+                        self.head.block.store(next, Ordering::Release);
+                        self.head.index.store(next_index, Ordering::Release);
+                    }
+
+                    // Read the value.
+                    let slot = (*block).slots.get_unchecked(offset);
+                    slot.wait_write();
+                    let value = slot.value.get().read().assume_init();
+
+                    // Destroy the block if we've reached the end, or if
+                    // another thread wanted to destroy but couldn't because
+                    // we were busy reading from the slot.
+                    if offset + 1 == BLOCK_CAP {
+                        self.destroy(block, 0);
+                    } else if slot.state.fetch_or(READ, Ordering::AcqRel) & DESTROY != 0 {
+                        self.destroy(block, offset + 1);
+                    }
+                    return Some(value);
+                },
+                Err(h) => {
+                    head = h;
+                    block = self.head.block.load(Ordering::Acquire);
+                    backoff.spin();
+                }
+            }
+        }
+    }
+
+    /// Whether the queue is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        let head = self.head.index.load(Ordering::SeqCst);
+        let tail = self.tail.index.load(Ordering::SeqCst);
+        head >> SHIFT == tail >> SHIFT
+    }
+
+    /// The number of elements in the queue.
+    pub(crate) fn len(&self) -> usize {
+        loop {
+            // Load the tail index, then load the head index.
+            let mut tail = self.tail.index.load(Ordering::SeqCst);
+            let mut head = self.head.index.load(Ordering::SeqCst);
+
+            // If the tail index didn't change, we've got consistent indices
+            // to work with.
+            if self.tail.index.load(Ordering::SeqCst) == tail {
+                // Erase the lower bits.
+                tail &= !((1 << SHIFT) - 1);
+                head &= !((1 << SHIFT) - 1);
+
+                // Fix up indices if they fall onto block ends.
+                if (tail >> SHIFT) & (LAP - 1) == LAP - 1 {
+                    tail = tail.wrapping_add(1 << SHIFT);
+                }
+                if (head >> SHIFT) & (LAP - 1) == LAP - 1 {
+                    head = head.wrapping_add(1 << SHIFT);
+                }
+
+                // Rotate indices so that head falls into the first block.
+                let lap = (head >> SHIFT) / LAP;
+                tail = tail.wrapping_sub((lap * LAP) << SHIFT);
+                head = head.wrapping_sub((lap * LAP) << SHIFT);
+
+                // Remove the lower bits.
+                tail >>= SHIFT;
+                head >>= SHIFT;
+
+                // The difference minus the number of blocks between tail
+                // and head.
+                return (tail - head - tail / LAP) as usize;
+            }
+        }
+    }
+
+    /// Emptied blocks kept now (tests).
+    #[cfg(test)]
+    fn spares(&self) -> usize {
+        let kept = self.spares.iter();
+        kept.filter(|s| !s.load(Ordering::Relaxed).is_null())
+            .count()
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        let mut head = *self.head.index.get_mut();
+        let mut tail = *self.tail.index.get_mut();
+        let mut block = *self.head.block.get_mut();
+
+        // Erase the lower bits.
+        head &= !((1 << SHIFT) - 1);
+        tail &= !((1 << SHIFT) - 1);
+
+        // SAFETY: `&mut self`: no other thread uses the queue. The slots
+        // between `head` and `tail` hold values not yet read, dropped here
+        // once each; every block of the list is freed once, after its last
+        // slot, and the spares hold no values.
+        unsafe {
+            // Drop all values between `head` and `tail` and deallocate the
+            // heap-allocated blocks.
+            while head != tail {
+                let offset = ((head >> SHIFT) % LAP) as usize;
+                if offset < BLOCK_CAP {
+                    // Drop the value in the slot.
+                    let slot = (*block).slots.get_unchecked(offset);
+                    (*slot.value.get()).assume_init_drop();
+                } else {
+                    // Deallocate the block and move to the next one.
+                    let next = *(*block).next.get_mut();
+                    Block::free(block);
+                    block = next;
+                }
+                head = head.wrapping_add(1 << SHIFT);
+            }
+
+            // Deallocate the last remaining block.
+            if !block.is_null() {
+                Block::free(block);
+            }
+            for spare in self.spares.iter_mut() {
+                let b = *spare.get_mut();
+                if !b.is_null() {
+                    Block::free(b);
+                }
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("Queue { .. }")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    /// Many blocks' worth, fewer under miri (it is slow).
+    const N: u64 = if cfg!(miri) { 200 } else { 100_000 };
+
+    #[test]
+    fn queue_is_fifo_across_many_blocks_and_reuses_them() {
+        let q = Queue::new();
+        assert!(q.is_empty());
+        assert_eq!(q.pop(), None);
+        let mut next = 0;
+        // Fill and drain in waves of several blocks, so blocks are emptied,
+        // kept, and filled again.
+        for wave in 1..=5u64 {
+            let n = wave * 40;
+            for i in 0..n {
+                q.push(next + i);
+                assert_eq!(q.len(), (i + 1) as usize);
+            }
+            for i in 0..n {
+                assert_eq!(q.pop(), Some(next + i));
+            }
+            assert!(q.is_empty());
+            assert_eq!(q.len(), 0);
+            assert_eq!(q.pop(), None);
+            next += n;
+        }
+        assert!(q.spares() > 0, "emptied blocks are kept");
+        assert!(q.spares() <= SPARES);
+    }
+
+    #[test]
+    fn queue_drops_what_it_still_holds() {
+        let marker = Arc::new(());
+        {
+            let q = Queue::new();
+            for _ in 0..100 {
+                q.push(marker.clone());
+            }
+            for _ in 0..40 {
+                drop(q.pop());
+            }
+            assert_eq!(Arc::strong_count(&marker), 61);
+        }
+        assert_eq!(Arc::strong_count(&marker), 1, "every value dropped once");
+    }
+
+    #[test]
+    fn queue_keeps_each_producers_order_between_threads() {
+        // Two producers and two consumers: every value arrives once, and
+        // each consumer sees each producer's values in the order pushed.
+        let q = Arc::new(Queue::new());
+        let start = Arc::new(Barrier::new(4));
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let (q, start) = (q.clone(), start.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    for i in 0..N {
+                        q.push((p, i));
+                    }
+                })
+            })
+            .collect();
+        let taken = Arc::new(AtomicU64::new(0));
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let (q, start, taken) = (q.clone(), start.clone(), taken.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    let mut got = Vec::new();
+                    let mut last = [None::<u64>; 2];
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while taken.load(Ordering::Relaxed) < 2 * N && Instant::now() < deadline {
+                        let Some((p, i)) = q.pop() else {
+                            thread::yield_now();
+                            continue;
+                        };
+                        taken.fetch_add(1, Ordering::Relaxed);
+                        let p = p as usize;
+                        assert!(last[p].is_none_or(|l| l < i), "out of order");
+                        last[p] = Some(i);
+                        got.push((p, i));
+                    }
+                    got
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut all: Vec<(usize, u64)> = Vec::new();
+        for c in consumers {
+            all.extend(c.join().unwrap());
+        }
+        assert!(q.is_empty());
+        all.sort_unstable();
+        let want: Vec<(usize, u64)> = (0..2).flat_map(|p| (0..N).map(move |i| (p, i))).collect();
+        assert_eq!(all, want, "every value once");
+    }
+}
