@@ -205,6 +205,7 @@ impl<T> Queue<T> {
     ///
     /// As [`Block::free`]: `b` is this queue's, no thread uses it and none
     /// will, and its values have been read or dropped.
+    #[cold]
     unsafe fn recycle(&self, b: *mut Block<T>) {
         // SAFETY: no other thread uses the block (the caller's promise).
         unsafe { (*b).reset() };
@@ -228,6 +229,7 @@ impl<T> Queue<T> {
     ///
     /// `this` is a block of this queue, every one of its slots from `start`
     /// on has been claimed by a reader, and the caller has read its own.
+    #[cold]
     unsafe fn destroy(&self, this: *mut Block<T>, start: usize) {
         // It is not necessary to set the `DESTROY` bit in the last slot
         // because that slot has begun destruction of the block.
@@ -249,7 +251,64 @@ impl<T> Queue<T> {
     }
 
     /// Pushes an element to the tail.
+    ///
+    /// The common case inline: a slot inside the tail block, claimed at the
+    /// first try. Inlined, the value goes from the caller's registers
+    /// straight into the slot; through a call it is copied from the stack
+    /// in 16-byte pieces that the caller stored in other pieces, and that
+    /// copy stalls on store forwarding (half of `push`'s samples in the
+    /// one-thread hand-off's profile).
+    #[inline]
     pub(crate) fn push(&self, value: T) {
+        let tail = self.tail.index.load(Ordering::Acquire);
+        let block = self.tail.block.load(Ordering::Acquire);
+        let offset = ((tail >> SHIFT) % LAP) as usize;
+        // Not the block's last slot (whose writer installs the next block)
+        // nor its end, and not the first push: the first iteration of
+        // `push_slow`'s loop, which would do just this.
+        if offset + 1 < BLOCK_CAP
+            && !block.is_null()
+            && self
+                .tail
+                .index
+                .compare_exchange_weak(
+                    tail,
+                    tail + (1 << SHIFT),
+                    Ordering::SeqCst,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            // SAFETY: the compare-exchange gave this thread the slot at
+            // `offset < BLOCK_CAP` of `block`, the tail block (the index did
+            // not move since `block` was loaded); it lives until that slot
+            // is read.
+            unsafe { Self::write(block, offset, value) };
+            return;
+        }
+        self.push_slow(value);
+    }
+
+    /// Writes a value into a slot this thread claimed, and marks it written.
+    ///
+    /// # Safety
+    ///
+    /// The slot at `offset < BLOCK_CAP` of the live block `block` was given
+    /// to this thread by a compare-exchange of the tail index.
+    #[inline]
+    unsafe fn write(block: *mut Block<T>, offset: usize, value: T) {
+        // SAFETY: as the caller promised; no reader touches the value
+        // before `WRITE` is set.
+        unsafe {
+            let slot = (*block).slots.get_unchecked(offset);
+            slot.value.get().write(MaybeUninit::new(value));
+            slot.state.fetch_or(WRITE, Ordering::Release);
+        }
+    }
+
+    /// [`Queue::push`]: crossbeam's loop, for every case.
+    #[inline(never)]
+    fn push_slow(&self, value: T) {
         let backoff = Backoff::new();
         let mut tail = self.tail.index.load(Ordering::Acquire);
         let mut block = self.tail.block.load(Ordering::Acquire);
@@ -329,13 +388,8 @@ impl<T> Queue<T> {
 
                     // Write the value into the slot.
                     // SAFETY: the compare-exchange gave this thread the slot
-                    // at `offset < BLOCK_CAP` of the live block `block`; no
-                    // reader touches the value before `WRITE` is set.
-                    unsafe {
-                        let slot = (*block).slots.get_unchecked(offset);
-                        slot.value.get().write(MaybeUninit::new(value));
-                        slot.state.fetch_or(WRITE, Ordering::Release);
-                    }
+                    // at `offset < BLOCK_CAP` of the live block `block`.
+                    unsafe { Self::write(block, offset, value) };
                     return;
                 }
                 Err(t) => {
@@ -348,7 +402,78 @@ impl<T> Queue<T> {
     }
 
     /// Pops the head element from the queue, or `None` if it is empty.
+    ///
+    /// The common case inline, as in [`Queue::push`]: a slot inside the head
+    /// block, claimed at the first try, or an empty queue. Inlined, the
+    /// value read from the slot reaches the caller in registers, not through
+    /// a returned copy that it loads back in other pieces.
+    #[inline(always)]
     pub(crate) fn pop(&self) -> Option<T> {
+        let head = self.head.index.load(Ordering::Acquire);
+        let block = self.head.block.load(Ordering::Acquire);
+        let offset = ((head >> SHIFT) % LAP) as usize;
+        // Not the block's last slot (whose reader moves the head to the next
+        // block) nor its end, and a first block in place: the first
+        // iteration of `pop_slow`'s loop, which would do just this.
+        if offset + 1 < BLOCK_CAP && !block.is_null() {
+            let mut new_head = head + (1 << SHIFT);
+            if new_head & HAS_NEXT == 0 {
+                atomic::fence(Ordering::SeqCst);
+                let tail = self.tail.index.load(Ordering::Relaxed);
+                // If the tail equals the head, that means the queue is empty.
+                if head >> SHIFT == tail >> SHIFT {
+                    return None;
+                }
+                // If head and tail are not in the same block, set `HAS_NEXT`
+                // in head.
+                if (head >> SHIFT) / LAP != (tail >> SHIFT) / LAP {
+                    new_head |= HAS_NEXT;
+                }
+            }
+            let claimed = self.head.index.compare_exchange_weak(
+                head,
+                new_head,
+                Ordering::SeqCst,
+                Ordering::Acquire,
+            );
+            if claimed.is_ok() {
+                // SAFETY: the compare-exchange gave this thread the slot at
+                // `offset`, not the block's last, of the head block `block`
+                // (the index did not move since it was loaded).
+                return Some(unsafe { self.read(block, offset) });
+            }
+        }
+        self.pop_slow()
+    }
+
+    /// Reads the value of a slot this thread claimed, not the block's last,
+    /// and passes on the block's destruction if it was asked to.
+    ///
+    /// # Safety
+    ///
+    /// The slot at `offset < BLOCK_CAP - 1` of the live block `block` was
+    /// given to this thread by a compare-exchange of the head index.
+    #[inline]
+    unsafe fn read(&self, block: *mut Block<T>, offset: usize) -> T {
+        // SAFETY: as the caller promised: the block lives until this thread
+        // sets `READ` (or destroys it), and the value is there once `WRITE`
+        // is set.
+        unsafe {
+            let slot = (*block).slots.get_unchecked(offset);
+            slot.wait_write();
+            let value = slot.value.get().read().assume_init();
+            // Another thread wanted to destroy the block but couldn't
+            // because we were busy reading from the slot.
+            if slot.state.fetch_or(READ, Ordering::AcqRel) & DESTROY != 0 {
+                self.destroy(block, offset + 1);
+            }
+            value
+        }
+    }
+
+    /// [`Queue::pop`]: crossbeam's loop, for every case.
+    #[inline(never)]
+    fn pop_slow(&self) -> Option<T> {
         let backoff = Backoff::new();
         let mut head = self.head.index.load(Ordering::Acquire);
         let mut block = self.head.block.load(Ordering::Acquire);
@@ -418,19 +543,15 @@ impl<T> Queue<T> {
                         self.head.index.store(next_index, Ordering::Release);
                     }
 
-                    // Read the value.
+                    if offset + 1 < BLOCK_CAP {
+                        return Some(self.read(block, offset));
+                    }
+                    // Read the value of the last slot, and destroy the block:
+                    // we've reached its end.
                     let slot = (*block).slots.get_unchecked(offset);
                     slot.wait_write();
                     let value = slot.value.get().read().assume_init();
-
-                    // Destroy the block if we've reached the end, or if
-                    // another thread wanted to destroy but couldn't because
-                    // we were busy reading from the slot.
-                    if offset + 1 == BLOCK_CAP {
-                        self.destroy(block, 0);
-                    } else if slot.state.fetch_or(READ, Ordering::AcqRel) & DESTROY != 0 {
-                        self.destroy(block, offset + 1);
-                    }
+                    self.destroy(block, 0);
                     return Some(value);
                 },
                 Err(h) => {
