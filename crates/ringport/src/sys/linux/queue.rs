@@ -416,20 +416,7 @@ impl<T> Queue<T> {
         // block) nor its end, and a first block in place: the first
         // iteration of `pop_slow`'s loop, which would do just this.
         if offset + 1 < BLOCK_CAP && !block.is_null() {
-            let mut new_head = head + (1 << SHIFT);
-            if new_head & HAS_NEXT == 0 {
-                atomic::fence(Ordering::SeqCst);
-                let tail = self.tail.index.load(Ordering::Relaxed);
-                // If the tail equals the head, that means the queue is empty.
-                if head >> SHIFT == tail >> SHIFT {
-                    return None;
-                }
-                // If head and tail are not in the same block, set `HAS_NEXT`
-                // in head.
-                if (head >> SHIFT) / LAP != (tail >> SHIFT) / LAP {
-                    new_head |= HAS_NEXT;
-                }
-            }
+            let new_head = self.next_head(head)?;
             let claimed = self.head.index.compare_exchange_weak(
                 head,
                 new_head,
@@ -444,6 +431,29 @@ impl<T> Queue<T> {
             }
         }
         self.pop_slow()
+    }
+
+    /// The head index after taking the slot at `head`, or `None` when the
+    /// queue is empty: unless `head` knows a block follows (`HAS_NEXT`), it
+    /// looks at the tail, and marks `HAS_NEXT` when the tail is in a later
+    /// block.
+    #[inline(always)]
+    fn next_head(&self, head: u64) -> Option<u64> {
+        let mut new_head = head + (1 << SHIFT);
+        if new_head & HAS_NEXT == 0 {
+            atomic::fence(Ordering::SeqCst);
+            let tail = self.tail.index.load(Ordering::Relaxed);
+            // If the tail equals the head, that means the queue is empty.
+            if head >> SHIFT == tail >> SHIFT {
+                return None;
+            }
+            // If head and tail are not in the same block, set `HAS_NEXT` in
+            // head.
+            if (head >> SHIFT) / LAP != (tail >> SHIFT) / LAP {
+                new_head |= HAS_NEXT;
+            }
+        }
+        Some(new_head)
     }
 
     /// Reads the value of a slot this thread claimed, not the block's last,
@@ -491,23 +501,7 @@ impl<T> Queue<T> {
                 continue;
             }
 
-            let mut new_head = head + (1 << SHIFT);
-
-            if new_head & HAS_NEXT == 0 {
-                atomic::fence(Ordering::SeqCst);
-                let tail = self.tail.index.load(Ordering::Relaxed);
-
-                // If the tail equals the head, that means the queue is empty.
-                if head >> SHIFT == tail >> SHIFT {
-                    return None;
-                }
-
-                // If head and tail are not in the same block, set `HAS_NEXT`
-                // in head.
-                if (head >> SHIFT) / LAP != (tail >> SHIFT) / LAP {
-                    new_head |= HAS_NEXT;
-                }
-            }
+            let new_head = self.next_head(head)?;
 
             // The block can be null here only if the first push operation is
             // in progress. In that case, just wait until it gets initialized.
