@@ -147,6 +147,18 @@ struct Position<T> {
     block: AtomicPtr<Block<T>>,
 }
 
+impl<T> Position<T> {
+    /// The index, then the block. In this order: the block is stored before
+    /// the index that moves into it, so a thread that sees the index sees
+    /// that block or a later one, and a later one fails its compare-exchange
+    /// of the index.
+    #[inline(always)]
+    fn load(&self) -> (u64, *mut Block<T>) {
+        let index = self.index.load(Ordering::Acquire);
+        (index, self.block.load(Ordering::Acquire))
+    }
+}
+
 /// An unbounded multi-producer multi-consumer FIFO queue that keeps its
 /// emptied blocks: `SegQueue`'s methods, as far as the port uses them.
 pub(crate) struct Queue<T> {
@@ -265,8 +277,7 @@ impl<T> Queue<T> {
     /// one-thread hand-off's profile).
     #[inline]
     pub(crate) fn push(&self, value: T) {
-        let tail = self.tail.index.load(Ordering::Acquire);
-        let block = self.tail.block.load(Ordering::Acquire);
+        let (tail, block) = self.tail.load();
         let offset = ((tail >> SHIFT) % LAP) as usize;
         // Not the block's last slot (whose writer installs the next block)
         // nor its end, and not the first push: the first iteration of
@@ -315,8 +326,7 @@ impl<T> Queue<T> {
     #[inline(never)]
     fn push_slow(&self, value: T) {
         let backoff = Backoff::new();
-        let mut tail = self.tail.index.load(Ordering::Acquire);
-        let mut block = self.tail.block.load(Ordering::Acquire);
+        let (mut tail, mut block) = self.tail.load();
         // A block taken in advance, only this thread's until it installs it.
         let mut next_block: *mut Block<T> = ptr::null_mut();
 
@@ -328,8 +338,7 @@ impl<T> Queue<T> {
             // installed.
             if offset == BLOCK_CAP {
                 backoff.snooze();
-                tail = self.tail.index.load(Ordering::Acquire);
-                block = self.tail.block.load(Ordering::Acquire);
+                (tail, block) = self.tail.load();
                 continue;
             }
 
@@ -357,8 +366,7 @@ impl<T> Queue<T> {
                     block = new;
                 } else {
                     next_block = new;
-                    tail = self.tail.index.load(Ordering::Acquire);
-                    block = self.tail.block.load(Ordering::Acquire);
+                    (tail, block) = self.tail.load();
                     continue;
                 }
             }
@@ -416,8 +424,7 @@ impl<T> Queue<T> {
     /// a returned copy that it loads back in other pieces.
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<T> {
-        let head = self.head.index.load(Ordering::Acquire);
-        let block = self.head.block.load(Ordering::Acquire);
+        let (head, block) = self.head.load();
         let offset = ((head >> SHIFT) % LAP) as usize;
         // Not the block's last slot (whose reader moves the head to the next
         // block) nor its end, and a first block in place: the first
@@ -488,12 +495,43 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Moves the head to the next block, reads the value of the block's
+    /// last slot, and destroys the block: a reader that reaches a block's
+    /// end holds the right to destroy it.
+    ///
+    /// # Safety
+    ///
+    /// The slot at `offset == BLOCK_CAP - 1` of the live block `block` was
+    /// given to this thread by a compare-exchange of the head index to
+    /// `new_head`.
+    unsafe fn read_last(&self, block: *mut Block<T>, offset: usize, new_head: u64) -> T {
+        // SAFETY: `block` lives until this thread destroys it, below.
+        let next = unsafe { (*block).wait_next() };
+        let mut next_index = (new_head & !HAS_NEXT).wrapping_add(1 << SHIFT);
+        // SAFETY: `next` is alive: only this thread can move the head into
+        // it, so none of its slots can be read, nor it destroyed, before the
+        // stores below.
+        if !unsafe { (*next).next.load(Ordering::Relaxed) }.is_null() {
+            next_index |= HAS_NEXT;
+        }
+        self.head.block.store(next, Ordering::Release);
+        self.head.index.store(next_index, Ordering::Release);
+        // SAFETY: as the caller promised; the value is there once `WRITE` is
+        // set, and this thread holds the right to destroy the block.
+        unsafe {
+            let slot = (*block).slots.get_unchecked(offset);
+            slot.wait_write();
+            let value = slot.value.get().read().assume_init();
+            self.destroy(block, 0);
+            value
+        }
+    }
+
     /// [`Queue::pop`]: crossbeam's loop, for every case.
     #[inline(never)]
     fn pop_slow(&self) -> Option<T> {
         let backoff = Backoff::new();
-        let mut head = self.head.index.load(Ordering::Acquire);
-        let mut block = self.head.block.load(Ordering::Acquire);
+        let (mut head, mut block) = self.head.load();
 
         loop {
             // Calculate the offset of the index into the block.
@@ -503,8 +541,7 @@ impl<T> Queue<T> {
             // installed.
             if offset == BLOCK_CAP {
                 backoff.snooze();
-                head = self.head.index.load(Ordering::Acquire);
-                block = self.head.block.load(Ordering::Acquire);
+                (head, block) = self.head.load();
                 continue;
             }
 
@@ -514,8 +551,7 @@ impl<T> Queue<T> {
             // in progress. In that case, just wait until it gets initialized.
             if block.is_null() {
                 backoff.snooze();
-                head = self.head.index.load(Ordering::Acquire);
-                block = self.head.block.load(Ordering::Acquire);
+                (head, block) = self.head.load();
                 continue;
             }
 
@@ -526,39 +562,17 @@ impl<T> Queue<T> {
                 Ordering::SeqCst,
                 Ordering::Acquire,
             ) {
-                // SAFETY: the compare-exchange gave this thread the slot at
-                // `offset < BLOCK_CAP` of `block`, which is current (the index
-                // did not move since `block` was loaded) and lives until this
-                // thread has read the slot and, by the `READ` and `DESTROY`
-                // bits, passed the block's destruction on or done it. At the
-                // block's last slot, `next` (checked by no compare-exchange)
-                // stays alive too: only this thread can move the head into
-                // it, so none of its slots can be read, nor it destroyed,
-                // before the stores below.
-                Ok(_) => unsafe {
-                    // If we've reached the end of the block, move to the
-                    // next one.
-                    if offset + 1 == BLOCK_CAP {
-                        let next = (*block).wait_next();
-                        let mut next_index = (new_head & !HAS_NEXT).wrapping_add(1 << SHIFT);
-                        if !(*next).next.load(Ordering::Relaxed).is_null() {
-                            next_index |= HAS_NEXT;
-                        }
-                        self.head.block.store(next, Ordering::Release);
-                        self.head.index.store(next_index, Ordering::Release);
-                    }
-
-                    if offset + 1 < BLOCK_CAP {
-                        return Some(self.read(block, offset));
-                    }
-                    // Read the value of the last slot, and destroy the block:
-                    // we've reached its end.
-                    let slot = (*block).slots.get_unchecked(offset);
-                    slot.wait_write();
-                    let value = slot.value.get().read().assume_init();
-                    self.destroy(block, 0);
-                    return Some(value);
-                },
+                Ok(_) if offset + 1 < BLOCK_CAP => {
+                    // SAFETY: the compare-exchange gave this thread the slot
+                    // at `offset`, not the block's last, of the head block
+                    // `block` (the index did not move since it was loaded).
+                    return Some(unsafe { self.read(block, offset) });
+                }
+                Ok(_) => {
+                    // SAFETY: as above, for the block's last slot, claimed by
+                    // moving the head index to `new_head`.
+                    return Some(unsafe { self.read_last(block, offset, new_head) });
+                }
                 Err(h) => {
                     head = h;
                     block = self.head.block.load(Ordering::Acquire);

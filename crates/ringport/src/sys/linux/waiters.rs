@@ -10,8 +10,8 @@
 //! then reads the queue, so at least one of them sees the other and no packet
 //! waits beside a waiter that could take it. The waiter's side has a `SeqCst`
 //! fence between its store and its read; the push's side needs none of its
-//! own, because `Queue::push` (crossbeam's `SegQueue`) claims its slot with a `SeqCst`
-//! compare-exchange on the queue's tail, which the waiter's fence orders
+//! own, because `Queue::push` (crossbeam's `SegQueue`) claims its slot with a
+//! `SeqCst` compare-exchange on the queue's tail, which the waiter's fence orders
 //! against, before the push reads `stacked` with `SeqCst` (crossbeam-channel's
 //! unbounded channel meets its sleeping receivers the same way).
 //!
