@@ -113,7 +113,7 @@ if [[ $QUICK == 0 ]]; then
     step "model checks (loom)"
     RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
         cargo test -p ringport --lib --release loom
-    EXTRA+=("loom: the port core's races model-checked")
+    EXTRA+=("loom: the port core's races and its packet queue model-checked")
 
     # miri (the kernel-free core) and AddressSanitizer (the stress tests that
     # drop ports and handles with operations in flight) need nightly.

@@ -28,18 +28,180 @@
 //! unchanged. Copyright (c) 2019 The Crossbeam Project Developers; MIT or
 //! Apache-2.0, as ringport.
 //!
-//! Under loom the port uses a locked queue instead (see `waiters::sync`);
-//! this one's own tests run under miri.
+//! Its own tests run natively, under miri, and under loom (`--cfg loom`),
+//! which explores every interleaving of two or three threads over blocks of
+//! three slots, so that a few values cross blocks and reuse them. The port
+//! itself, under loom, uses a locked queue in its place (see
+//! `waiters::sync`), so that the model of the port checks the protocol
+//! around the queue.
 
-use std::alloc::{alloc_zeroed, dealloc, handle_alloc_error, Layout};
-use std::cell::UnsafeCell;
+#![cfg_attr(loom, allow(dead_code))] // under loom only the tests use it
+
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::ptr;
-use std::sync::atomic::{self, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use crossbeam_utils::{Backoff, CachePadded};
+use crossbeam_utils::CachePadded;
+
+use sync::{clear_ptr, clear_state, fence, index_mut, ptr_mut};
+use sync::{AtomicPtr, AtomicU64, AtomicUsize, Backoff, Cell, LAP};
+
+/// The primitives: std's and crossbeam's, or loom's under `--cfg loom`.
+#[cfg(not(loom))]
+mod sync {
+    use std::cell::UnsafeCell;
+    use std::mem::MaybeUninit;
+
+    pub(super) use crossbeam_utils::Backoff;
+    pub(super) use std::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicUsize};
+
+    /// Each block covers one "lap" of indices.
+    pub(super) const LAP: u64 = 32;
+
+    /// A slot's value; all zeroes is an empty one.
+    pub(super) struct Cell<T>(UnsafeCell<MaybeUninit<T>>);
+
+    impl<T> Cell<T> {
+        /// Writes the value.
+        ///
+        /// # Safety
+        ///
+        /// No other thread reads or writes the cell until the writer
+        /// publishes the write (the slot's `WRITE` bit).
+        #[inline(always)]
+        pub(super) unsafe fn write(&self, value: T) {
+            // SAFETY: exclusive for now (the caller's promise).
+            unsafe { self.0.get().write(MaybeUninit::new(value)) }
+        }
+
+        /// Moves the value out.
+        ///
+        /// # Safety
+        ///
+        /// The cell holds a value whose write happened before, and it is
+        /// moved out (or dropped) once.
+        #[inline(always)]
+        pub(super) unsafe fn read(&self) -> T {
+            // SAFETY: initialized, and read once (the caller's promise).
+            unsafe { self.0.get().read().assume_init() }
+        }
+
+        /// Drops the value in place.
+        ///
+        /// # Safety
+        ///
+        /// As for [`Cell::read`].
+        pub(super) unsafe fn drop_value(&self) {
+            // SAFETY: as for `read`.
+            unsafe { (*self.0.get()).assume_init_drop() }
+        }
+    }
+
+    /// An index through `&mut`: no other thread can touch it.
+    #[inline(always)]
+    pub(super) fn index_mut(a: &mut AtomicU64) -> u64 {
+        *a.get_mut()
+    }
+
+    /// A block pointer through `&mut`.
+    #[inline(always)]
+    pub(super) fn ptr_mut<T>(a: &mut AtomicPtr<T>) -> *mut T {
+        *a.get_mut()
+    }
+
+    /// Clears a block pointer through `&mut`.
+    #[inline(always)]
+    pub(super) fn clear_ptr<T>(a: &mut AtomicPtr<T>) {
+        *a.get_mut() = std::ptr::null_mut();
+    }
+
+    /// Clears a slot's state through `&mut`.
+    #[inline(always)]
+    pub(super) fn clear_state(a: &mut AtomicUsize) {
+        *a.get_mut() = 0;
+    }
+}
+
+/// The primitives under loom: its atomics and cells, which it tracks, and a
+/// backoff that yields to its scheduler (a spin it cannot see would never
+/// end). Blocks of three slots.
+#[cfg(loom)]
+mod sync {
+    use std::mem::MaybeUninit;
+
+    pub(super) use loom::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicUsize};
+
+    /// A lap of 4 indices: blocks of 3 slots.
+    pub(super) const LAP: u64 = 4;
+
+    /// Waits by handing the turn to another thread of the model.
+    pub(super) struct Backoff;
+
+    impl Backoff {
+        pub(super) fn new() -> Backoff {
+            Backoff
+        }
+        pub(super) fn spin(&self) {
+            loom::thread::yield_now();
+        }
+        pub(super) fn snooze(&self) {
+            loom::thread::yield_now();
+        }
+    }
+
+    /// A slot's value, each access checked by loom for a data race.
+    pub(super) struct Cell<T>(loom::cell::UnsafeCell<MaybeUninit<T>>);
+
+    impl<T> Cell<T> {
+        pub(super) fn new() -> Cell<T> {
+            Cell(loom::cell::UnsafeCell::new(MaybeUninit::uninit()))
+        }
+
+        /// # Safety
+        ///
+        /// As the native `Cell::write`.
+        pub(super) unsafe fn write(&self, value: T) {
+            // SAFETY: as the caller promised; loom checks it.
+            self.0
+                .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) })
+        }
+
+        /// # Safety
+        ///
+        /// As the native `Cell::read`.
+        pub(super) unsafe fn read(&self) -> T {
+            // SAFETY: as the caller promised; loom checks it.
+            self.0.with(|p| unsafe { p.read().assume_init() })
+        }
+
+        /// # Safety
+        ///
+        /// As the native `Cell::read`.
+        pub(super) unsafe fn drop_value(&self) {
+            // SAFETY: as the caller promised; loom checks it.
+            self.0.with_mut(|p| unsafe { (*p).assume_init_drop() })
+        }
+    }
+
+    /// As the native `index_mut`: loom's atomics lend their value to a
+    /// closure, where std's give `&mut`.
+    pub(super) fn index_mut(a: &mut AtomicU64) -> u64 {
+        a.with_mut(|v| *v)
+    }
+
+    pub(super) fn ptr_mut<T>(a: &mut AtomicPtr<T>) -> *mut T {
+        a.with_mut(|v| *v)
+    }
+
+    pub(super) fn clear_ptr<T>(a: &mut AtomicPtr<T>) {
+        a.with_mut(|v| *v = std::ptr::null_mut());
+    }
+
+    pub(super) fn clear_state(a: &mut AtomicUsize) {
+        a.with_mut(|v| *v = 0);
+    }
+}
 
 // Bits indicating the state of a slot:
 // * If a value has been written into the slot, `WRITE` is set.
@@ -49,8 +211,6 @@ const WRITE: usize = 1;
 const READ: usize = 2;
 const DESTROY: usize = 4;
 
-// Each block covers one "lap" of indices.
-const LAP: u64 = 32;
 // The maximum number of values a block can hold.
 const BLOCK_CAP: usize = LAP as usize - 1;
 // How many lower bits are reserved for metadata.
@@ -65,7 +225,7 @@ const SPARES: usize = 4;
 /// A slot in a block.
 struct Slot<T> {
     /// The value.
-    value: UnsafeCell<MaybeUninit<T>>,
+    value: Cell<T>,
     /// The state of the slot.
     state: AtomicUsize,
 }
@@ -89,22 +249,37 @@ struct Block<T> {
 }
 
 impl<T> Block<T> {
-    const LAYOUT: Layout = {
-        let layout = Layout::new::<Self>();
+    #[cfg(not(loom))]
+    const LAYOUT: std::alloc::Layout = {
+        let layout = std::alloc::Layout::new::<Self>();
         assert!(layout.size() != 0, "a block holds an AtomicPtr");
         layout
     };
 
     /// A new, empty block from the allocator.
+    #[cfg(not(loom))]
     fn alloc() -> *mut Self {
         // SAFETY: the layout is not zero-sized (checked in `LAYOUT`).
-        let ptr = unsafe { alloc_zeroed(Self::LAYOUT) };
+        let ptr = unsafe { std::alloc::alloc_zeroed(Self::LAYOUT) };
         if ptr.is_null() {
-            handle_alloc_error(Self::LAYOUT)
+            std::alloc::handle_alloc_error(Self::LAYOUT)
         }
         // All zeroes is an empty block: a null `next`, no state bits set,
         // and values that are `MaybeUninit`.
         ptr.cast()
+    }
+
+    /// A new, empty block, its atomics made by loom (zeroed memory is not
+    /// one of them).
+    #[cfg(loom)]
+    fn alloc() -> *mut Self {
+        Box::into_raw(Box::new(Block {
+            next: AtomicPtr::new(ptr::null_mut()),
+            slots: std::array::from_fn(|_| Slot {
+                value: Cell::new(),
+                state: AtomicUsize::new(0),
+            }),
+        }))
     }
 
     /// Gives a block back to the allocator.
@@ -113,16 +288,28 @@ impl<T> Block<T> {
     ///
     /// `this` came from [`Block::alloc`] and was not freed since, and no
     /// thread uses it or will. (Values left in its slots are not dropped.)
+    #[cfg(not(loom))]
     unsafe fn free(this: *mut Self) {
         // SAFETY: allocated with this layout (the caller's promise).
-        unsafe { dealloc(this.cast(), Self::LAYOUT) }
+        unsafe { std::alloc::dealloc(this.cast(), Self::LAYOUT) }
+    }
+
+    /// Drops a block that `alloc` boxed.
+    ///
+    /// # Safety
+    ///
+    /// As the native `free`.
+    #[cfg(loom)]
+    unsafe fn free(this: *mut Self) {
+        // SAFETY: boxed by `alloc` and not freed since (the caller's promise).
+        drop(unsafe { Box::from_raw(this) });
     }
 
     /// Makes a block that no thread uses empty again, as from `alloc`.
     fn reset(&mut self) {
-        *self.next.get_mut() = ptr::null_mut();
+        clear_ptr(&mut self.next);
         for slot in &mut self.slots {
-            *slot.state.get_mut() = 0;
+            clear_state(&mut slot.state);
         }
     }
 
@@ -317,7 +504,7 @@ impl<T> Queue<T> {
         // before `WRITE` is set.
         unsafe {
             let slot = (*block).slots.get_unchecked(offset);
-            slot.value.get().write(MaybeUninit::new(value));
+            slot.value.write(value);
             slot.state.fetch_or(WRITE, Ordering::Release);
         }
     }
@@ -455,7 +642,7 @@ impl<T> Queue<T> {
     fn next_head(&self, head: u64) -> Option<u64> {
         let mut new_head = head + (1 << SHIFT);
         if new_head & HAS_NEXT == 0 {
-            atomic::fence(Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             let tail = self.tail.index.load(Ordering::Relaxed);
             // If the tail equals the head, that means the queue is empty.
             if head >> SHIFT == tail >> SHIFT {
@@ -485,7 +672,7 @@ impl<T> Queue<T> {
         unsafe {
             let slot = (*block).slots.get_unchecked(offset);
             slot.wait_write();
-            let value = slot.value.get().read().assume_init();
+            let value = slot.value.read();
             // Another thread wanted to destroy the block but couldn't
             // because we were busy reading from the slot.
             if slot.state.fetch_or(READ, Ordering::AcqRel) & DESTROY != 0 {
@@ -521,7 +708,7 @@ impl<T> Queue<T> {
         unsafe {
             let slot = (*block).slots.get_unchecked(offset);
             slot.wait_write();
-            let value = slot.value.get().read().assume_init();
+            let value = slot.value.read();
             self.destroy(block, 0);
             value
         }
@@ -638,9 +825,9 @@ impl<T> Queue<T> {
 
 impl<T> Drop for Queue<T> {
     fn drop(&mut self) {
-        let mut head = *self.head.index.get_mut();
-        let mut tail = *self.tail.index.get_mut();
-        let mut block = *self.head.block.get_mut();
+        let mut head = index_mut(&mut self.head.index);
+        let mut tail = index_mut(&mut self.tail.index);
+        let mut block = ptr_mut(&mut self.head.block);
 
         // Erase the lower bits.
         head &= !((1 << SHIFT) - 1);
@@ -658,10 +845,10 @@ impl<T> Drop for Queue<T> {
                 if offset < BLOCK_CAP {
                     // Drop the value in the slot.
                     let slot = (*block).slots.get_unchecked(offset);
-                    (*slot.value.get()).assume_init_drop();
+                    slot.value.drop_value();
                 } else {
                     // Deallocate the block and move to the next one.
-                    let next = *(*block).next.get_mut();
+                    let next = ptr_mut(&mut (*block).next);
                     Block::free(block);
                     block = next;
                 }
@@ -673,7 +860,7 @@ impl<T> Drop for Queue<T> {
                 Block::free(block);
             }
             for spare in self.spares.iter_mut() {
-                let b = *spare.get_mut();
+                let b = ptr_mut(spare);
                 if !b.is_null() {
                     Block::free(b);
                 }
@@ -688,7 +875,7 @@ impl<T> fmt::Debug for Queue<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::{Arc, Barrier};
@@ -823,5 +1010,137 @@ mod tests {
         all.sort_unstable();
         let want: Vec<(usize, u64)> = (0..2).flat_map(|p| (0..N).map(move |i| (p, i))).collect();
         assert_eq!(all, want, "every value once");
+    }
+}
+
+/// Model checks of the queue with loom (`--cfg loom`, blocks of 3 slots): run
+/// with `RUSTFLAGS="--cfg loom" cargo test -p ringport --lib --release loom`.
+/// Every interleaving within the preemption bound is explored; loom fails a
+/// test on a data race on a slot's value, a lost value, or a thread that
+/// never finishes.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Context switches loom forces per execution, at most (loom's guide:
+    /// two or three catch most bugs). At 4 the tests below take a few
+    /// seconds; each is small because a reader that spins on an empty queue
+    /// multiplies the interleavings (seven values pushed against a spinning
+    /// reader did not finish in four minutes at 2).
+    const PREEMPTIONS: usize = 4;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(PREEMPTIONS);
+        b.check(f);
+    }
+
+    /// Pops until `n` values have come, yielding while the queue is empty.
+    fn pop_n(q: &Queue<usize>, n: usize) -> Vec<usize> {
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            match q.pop() {
+                Some(v) => got.push(v),
+                None => thread::yield_now(),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn loom_queue_hands_over_in_order_across_blocks_it_reuses() {
+        // Three values pushed and popped first leave the first block
+        // recycled, a spare; then four values cross the second block's end
+        // while a reader takes them, and the writer takes the spare for the
+        // third block in advance, as the reader may still be reading.
+        model(|| {
+            let q = Arc::new(Queue::new());
+            (0..3).for_each(|i| q.push(i));
+            assert_eq!(pop_n(&q, 3), [0, 1, 2]);
+            assert_eq!(q.kept(), 1, "the emptied block is kept");
+            let producer = {
+                let q = q.clone();
+                thread::spawn(move || (3..7).for_each(|i| q.push(i)))
+            };
+            let got = pop_n(&q, 4);
+            producer.join().unwrap();
+            assert_eq!(got, [3, 4, 5, 6], "in order, each once");
+            assert!(q.is_empty());
+            assert_eq!(q.pop(), None);
+        });
+    }
+
+    #[test]
+    fn loom_queue_reuses_a_block_its_reader_is_just_recycling() {
+        // Five values wait (a full first block and two in the second). The
+        // reader empties the first block and recycles it while the writer,
+        // at the second block's last slot, takes a block in advance: the
+        // recycled one if it is there by then, whose reset and last reads
+        // must happen before the writer fills it.
+        model(|| {
+            let q = Arc::new(Queue::new());
+            (0..5).for_each(|i| q.push(i));
+            let producer = {
+                let q = q.clone();
+                thread::spawn(move || (5..7).for_each(|i| q.push(i)))
+            };
+            let got = pop_n(&q, 7);
+            producer.join().unwrap();
+            assert_eq!(got, (0..7).collect::<Vec<_>>(), "in order, each once");
+            assert!(q.is_empty());
+        });
+    }
+
+    #[test]
+    fn loom_queue_readers_racing_through_a_blocks_end_lose_nothing() {
+        // Two readers race over a block's last slot (the reader there moves
+        // the head and destroys the block) and the slots before it (a
+        // reader still busy there takes the destruction over). The block is
+        // then reused by the writes after.
+        model(|| {
+            let q = Arc::new(Queue::new());
+            (0..5).for_each(|i| q.push(i));
+            let reader = {
+                let q = q.clone();
+                thread::spawn(move || std::iter::from_fn(|| q.pop()).collect::<Vec<_>>())
+            };
+            let mine: Vec<usize> = std::iter::from_fn(|| q.pop()).collect();
+            let theirs = reader.join().unwrap();
+            for got in [&mine, &theirs] {
+                assert!(got.windows(2).all(|w| w[0] < w[1]), "each reader in order");
+            }
+            let mut all = [mine, theirs].concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..5).collect::<Vec<_>>(), "each value once");
+            (5..9).for_each(|i| q.push(i));
+            assert_eq!(pop_n(&q, 4), (5..9).collect::<Vec<_>>());
+            assert!(q.is_empty());
+        });
+    }
+
+    #[test]
+    fn loom_queue_writers_racing_from_empty_lose_nothing() {
+        // Two writers race for the first block, and at its last slot for
+        // the next one, each taking one in advance (the loser recycles its
+        // own).
+        model(|| {
+            let q = Arc::new(Queue::new());
+            let writers: Vec<_> = (0..2)
+                .map(|w| {
+                    let q = q.clone();
+                    thread::spawn(move || (0..2).for_each(|i| q.push(w * 10 + i)))
+                })
+                .collect();
+            writers.into_iter().for_each(|w| w.join().unwrap());
+            assert_eq!(q.len(), 4);
+            let got: Vec<usize> = std::iter::from_fn(|| q.pop()).collect();
+            for w in [0, 10] {
+                let mine: Vec<_> = got.iter().filter(|&&v| v / 10 == w / 10).collect();
+                assert_eq!(mine, [&w, &(w + 1)], "each writer's values in order, once");
+            }
+            assert!(q.is_empty());
+        });
     }
 }
