@@ -1037,6 +1037,15 @@ mod loom_tests {
         b.check(f);
     }
 
+    /// Runs `f` on the queue in a new thread of the model.
+    fn spawn_on<R: Send + 'static>(
+        q: &Arc<Queue<usize>>,
+        f: impl FnOnce(&Queue<usize>) -> R + Send + 'static,
+    ) -> thread::JoinHandle<R> {
+        let q = q.clone();
+        thread::spawn(move || f(&q))
+    }
+
     /// Pops until `n` values have come, yielding while the queue is empty.
     fn pop_n(q: &Queue<usize>, n: usize) -> Vec<usize> {
         let mut got = Vec::with_capacity(n);
@@ -1060,10 +1069,7 @@ mod loom_tests {
             (0..3).for_each(|i| q.push(i));
             assert_eq!(pop_n(&q, 3), [0, 1, 2]);
             assert_eq!(q.kept(), 1, "the emptied block is kept");
-            let producer = {
-                let q = q.clone();
-                thread::spawn(move || (3..7).for_each(|i| q.push(i)))
-            };
+            let producer = spawn_on(&q, |q| (3..7).for_each(|i| q.push(i)));
             let got = pop_n(&q, 4);
             producer.join().unwrap();
             assert_eq!(got, [3, 4, 5, 6], "in order, each once");
@@ -1082,10 +1088,7 @@ mod loom_tests {
         model(|| {
             let q = Arc::new(Queue::new());
             (0..5).for_each(|i| q.push(i));
-            let producer = {
-                let q = q.clone();
-                thread::spawn(move || (5..7).for_each(|i| q.push(i)))
-            };
+            let producer = spawn_on(&q, |q| (5..7).for_each(|i| q.push(i)));
             let got = pop_n(&q, 7);
             producer.join().unwrap();
             assert_eq!(got, (0..7).collect::<Vec<_>>(), "in order, each once");
@@ -1102,10 +1105,7 @@ mod loom_tests {
         model(|| {
             let q = Arc::new(Queue::new());
             (0..5).for_each(|i| q.push(i));
-            let reader = {
-                let q = q.clone();
-                thread::spawn(move || std::iter::from_fn(|| q.pop()).collect::<Vec<_>>())
-            };
+            let reader = spawn_on(&q, |q| std::iter::from_fn(|| q.pop()).collect::<Vec<_>>());
             let mine: Vec<usize> = std::iter::from_fn(|| q.pop()).collect();
             let theirs = reader.join().unwrap();
             for got in [&mine, &theirs] {
@@ -1128,10 +1128,7 @@ mod loom_tests {
         model(|| {
             let q = Arc::new(Queue::new());
             let writers: Vec<_> = (0..2)
-                .map(|w| {
-                    let q = q.clone();
-                    thread::spawn(move || (0..2).for_each(|i| q.push(w * 10 + i)))
-                })
+                .map(|w| spawn_on(&q, move |q| (0..2).for_each(|i| q.push(w * 10 + i))))
                 .collect();
             writers.into_iter().for_each(|w| w.join().unwrap());
             assert_eq!(q.len(), 4);
