@@ -86,16 +86,6 @@ mod sync {
             // SAFETY: initialized, and read once (the caller's promise).
             unsafe { self.0.get().read().assume_init() }
         }
-
-        /// Drops the value in place.
-        ///
-        /// # Safety
-        ///
-        /// As for [`Cell::read`].
-        pub(super) unsafe fn drop_value(&self) {
-            // SAFETY: as for `read`.
-            unsafe { (*self.0.get()).assume_init_drop() }
-        }
     }
 
     /// An index through `&mut`: no other thread can touch it.
@@ -162,25 +152,20 @@ mod sync {
         ///
         /// As the native `Cell::write`.
         pub(super) unsafe fn write(&self, value: T) {
-            // SAFETY: as the caller promised; loom checks it.
-            self.0
-                .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) })
+            self.0.with_mut(|p| {
+                // SAFETY: as the caller promised; loom checks it.
+                unsafe { p.write(MaybeUninit::new(value)) }
+            })
         }
 
         /// # Safety
         ///
         /// As the native `Cell::read`.
         pub(super) unsafe fn read(&self) -> T {
-            // SAFETY: as the caller promised; loom checks it.
-            self.0.with(|p| unsafe { p.read().assume_init() })
-        }
-
-        /// # Safety
-        ///
-        /// As the native `Cell::read`.
-        pub(super) unsafe fn drop_value(&self) {
-            // SAFETY: as the caller promised; loom checks it.
-            self.0.with_mut(|p| unsafe { (*p).assume_init_drop() })
+            self.0.with(|p| {
+                // SAFETY: as the caller promised; loom checks it.
+                unsafe { p.read().assume_init() }
+            })
         }
     }
 
@@ -845,7 +830,7 @@ impl<T> Drop for Queue<T> {
                 if offset < BLOCK_CAP {
                     // Drop the value in the slot.
                     let slot = (*block).slots.get_unchecked(offset);
-                    slot.value.drop_value();
+                    drop(slot.value.read());
                 } else {
                     // Deallocate the block and move to the next one.
                     let next = ptr_mut(&mut (*block).next);
