@@ -36,7 +36,11 @@ impl ServerKind {
     /// The servers this crate knows by name, with their binaries in `dir`:
     /// `ringport-io_uring` (or `ringport`), `ringport-epoll`, `ringport-shared`
     /// (io_uring with `--shared-ring`: one worker keeps the ordinary shared
-    /// ring instead of a single-thread port's), `ringport-single` (io_uring
+    /// ring instead of a single-thread port's), `ringport-perthread` (io_uring
+    /// with `--ports per-thread`: a port per worker, what io_uring gets by
+    /// default), `ringport-oneport` (io_uring with `--ports shared`: one port
+    /// for every worker),
+    /// `ringport-single` (io_uring
     /// with `--single-shot`: a receive per message, no multishot),
     /// `ringport-unregistered` (io_uring with `--no-registered-files`: sockets
     /// named by number, not through the ring's file table), `tokio`, `mio`, `ceiling`,
@@ -53,6 +57,16 @@ impl ServerKind {
                 let mut args = serve("io_uring");
                 args.push("--shared-ring".into());
                 ("ringport-shared", "ringport", args)
+            }
+            "ringport-oneport" => {
+                let mut args = serve("io_uring");
+                args.extend(["--ports".into(), "shared".into()]);
+                ("ringport-oneport", "ringport", args)
+            }
+            "ringport-perthread" => {
+                let mut args = serve("io_uring");
+                args.extend(["--ports".into(), "per-thread".into()]);
+                ("ringport-perthread", "ringport", args)
             }
             "ringport-single" => {
                 let mut args = serve("io_uring");

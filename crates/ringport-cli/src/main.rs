@@ -47,6 +47,9 @@ fn connections(s: &str) -> std::result::Result<usize, String> {
 fn threads(s: &str) -> std::result::Result<usize, String> {
     parse::count(s, "threads", 1024)
 }
+fn ports(s: &str) -> std::result::Result<server::Ports, String> {
+    s.parse()
+}
 fn pipeline(s: &str) -> std::result::Result<usize, String> {
     parse::count(s, "pipeline", 4096)
 }
@@ -115,6 +118,11 @@ struct ServeArgs {
     /// Set SO_REUSEPORT so several servers can share the address.
     #[arg(long)]
     reuseport: bool,
+    /// shared: every worker dequeues from one port; per-thread: a port per
+    /// worker, connections dealt out in turn (each stays on one worker);
+    /// auto: per-thread on io_uring, else shared.
+    #[arg(long, default_value = "auto", value_parser = ports)]
+    ports: server::Ports,
     /// With one worker, keep the port's ring shared as with several (one
     /// worker otherwise gets a single-thread port; for comparing the two).
     #[arg(long)]
@@ -229,6 +237,7 @@ fn serve(a: ServeArgs) -> Result<bool> {
         max_buffered: a.max_buffered,
         stats_interval: nonzero(a.stats_interval),
         reuseport: a.reuseport,
+        ports: a.ports,
         shared_ring: a.shared_ring,
         single_shot: a.single_shot,
         unregistered: a.no_registered_files,
@@ -242,9 +251,14 @@ fn serve(a: ServeArgs) -> Result<bool> {
     );
     let _ = stop.recv();
     eprintln!("ringport: shutting down");
-    let counters = server.shutdown();
+    let (counters, by_port) = server.shutdown_by_port();
     println!("final counters:");
     print!("{}", counters.lines());
+    if by_port.len() > 1 {
+        for (i, n) in by_port.iter().enumerate() {
+            println!("port{i}_admitted={n}");
+        }
+    }
     Ok(true)
 }
 

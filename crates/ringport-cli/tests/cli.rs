@@ -60,6 +60,22 @@ fn bad_counts_and_sizes() {
     one_line_error(&["bench", "--duration", "soon"], "not a duration");
     one_line_error(&["bench", "--threads", "0"], "at least 1");
     one_line_error(&["serve", "--max-buffered", "1"], "at least 4K");
+    one_line_error(
+        &["serve", "--ports", "some"],
+        "expected auto, shared or per-thread",
+    );
+    one_line_error(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--ports",
+            "per-thread",
+            "--concurrency",
+            "2",
+        ],
+        "--concurrency applies to a shared port",
+    );
     one_line_error(&["frobnicate"], "unrecognized");
 }
 
@@ -121,19 +137,31 @@ fn bench(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
     run(&all)
 }
 
-/// One worker gets a single-thread port (on io_uring, a ring of its own);
-/// `--shared-ring` keeps the ordinary one. On io_uring sockets go in the
-/// ring's registered file table unless `--no-registered-files`. All echo
-/// every byte.
+/// One worker gets a single-thread port (on io_uring, a ring of its own), and
+/// so does every worker with `--ports per-thread`; `--shared-ring` and
+/// `--ports shared` keep the ordinary one. On io_uring sockets go in the ring's registered file table
+/// unless `--no-registered-files`. All echo every byte.
 #[test]
 fn one_worker_gets_a_single_thread_port() {
     let Some(b) = util::backend() else { return };
     for (args, single, files) in [
         (&["--threads", "1"][..], true, true),
         (&["--threads", "1", "--shared-ring"], false, true),
-        (&["--threads", "2"], false, true),
+        (&["--threads", "2"], true, true),
+        (&["--threads", "2", "--ports", "shared"], false, true),
+        (&["--threads", "2", "--ports", "per-thread"], true, true),
         (&["--threads", "1", "--no-registered-files"], true, false),
-        (&["--threads", "2", "--no-registered-files"], false, false),
+        (
+            &[
+                "--threads",
+                "2",
+                "--no-registered-files",
+                "--ports",
+                "shared",
+            ],
+            false,
+            false,
+        ),
     ] {
         let server = Server::start(&b, args);
         if server.banner.contains("backend: io_uring") {

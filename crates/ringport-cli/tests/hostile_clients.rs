@@ -187,8 +187,20 @@ fn half_close_gets_every_byte_then_eof() {
 
 #[test]
 fn connections_over_the_limit_are_rejected() {
+    over_the_limit(&["--threads", "1"], 1);
+}
+
+/// The limit is the server's, not each port's.
+#[test]
+fn connections_over_the_limit_are_rejected_across_ports() {
+    over_the_limit(&["--threads", "2", "--ports", "per-thread"], 2);
+}
+
+fn over_the_limit(args: &[&str], threads: u64) {
     let Some(b) = util::backend() else { return };
-    let server = Server::start(&b, &["--threads", "1", "--max-connections", "3"]);
+    let mut args = args.to_vec();
+    args.extend_from_slice(&["--max-connections", "3"]);
+    let server = Server::start(&b, &args);
     let mut kept: Vec<_> = (0..3).map(|_| connect(server.addr)).collect();
     for s in &mut kept {
         echo(s, b"in");
@@ -208,7 +220,7 @@ fn connections_over_the_limit_are_rejected() {
     thread::sleep(Duration::from_millis(100));
     let c = server.stop();
     assert_eq!(c.get("rejected"), 1, "{c:?}");
-    c.assert_clean(1);
+    c.assert_clean(threads);
 }
 
 #[test]

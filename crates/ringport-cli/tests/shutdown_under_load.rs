@@ -15,21 +15,30 @@ use util::{connect, Rng, Server};
 
 #[test]
 fn shutdown_under_load_loses_no_packet() {
-    shutdown_under_load(2);
+    shutdown_under_load(2, &[]);
+}
+
+/// A port per worker: the shutdown closes every port's connections, and a
+/// connection dealt to a port but not yet taken is counted closed too.
+#[test]
+fn shutdown_under_load_with_a_port_per_worker_loses_no_packet() {
+    shutdown_under_load(2, &["--ports", "per-thread"]);
 }
 
 /// One worker: a single-thread port, whose ring only that worker enters; the
 /// shutdown's closes and cancels come from the main thread.
 #[test]
 fn shutdown_under_load_with_one_worker_loses_no_packet() {
-    shutdown_under_load(1);
+    shutdown_under_load(1, &[]);
 }
 
-fn shutdown_under_load(threads: u64) {
+fn shutdown_under_load(threads: u64, more: &[&str]) {
     let Some(b) = util::backend() else { return };
     const CLIENTS: usize = 32;
     let t = threads.to_string();
-    let server = Server::start(&b, &["--threads", &t, "--stats-interval", "0.2"]);
+    let mut args = vec!["--threads", &t, "--stats-interval", "0.2"];
+    args.extend_from_slice(more);
+    let server = Server::start(&b, &args);
     let echoed = Arc::new(AtomicU64::new(0));
     // Set by each client after its first echo, so every connection is
     // accepted and busy when the signal comes.

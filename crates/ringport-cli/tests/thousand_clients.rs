@@ -17,9 +17,37 @@ const MAX_SIZE: usize = 32 * 1024;
 
 #[test]
 fn thousand_clients_random_sizes_byte_verified() {
-    let Some(b) = util::backend() else { return };
+    let Some(c) = thousand_clients(&["--threads", "2"]) else {
+        return;
+    };
+    c.assert_clean(2);
+}
+
+/// Three workers with a port each: the first one's accepts are dealt out in
+/// turn, so every port takes a third of the clients.
+#[test]
+fn thousand_clients_on_a_port_per_worker() {
+    let Some(c) = thousand_clients(&["--threads", "3", "--ports", "per-thread"]) else {
+        return;
+    };
+    c.assert_clean(3);
+    let by_port: Vec<u64> = (0..3)
+        .map(|i| c.get(&format!("port{i}_admitted")))
+        .collect();
+    assert_eq!(by_port.iter().sum::<u64>(), CLIENTS as u64, "{c:?}");
+    for n in &by_port {
+        assert!(
+            n.abs_diff(CLIENTS as u64 / 3) <= 1,
+            "not dealt in turn: {by_port:?}"
+        );
+    }
+}
+
+/// The final counters, or None when the backend cannot run here.
+fn thousand_clients(args: &[&str]) -> Option<util::Counters> {
+    let b = util::backend()?;
     util::raise_nofile(8192);
-    let server = Server::start(&b, &["--threads", "2"]);
+    let server = Server::start(&b, args);
     let addr = server.addr;
     let per = CLIENTS / THREADS;
     let sent: u64 = (0..THREADS)
@@ -65,5 +93,5 @@ fn thousand_clients_random_sizes_byte_verified() {
     assert_eq!(c.get("closed_by_peer"), CLIENTS as u64);
     assert_eq!(c.get("bytes_echoed"), sent);
     assert_eq!(c.get("reset") + c.get("io_errors"), 0);
-    c.assert_clean(2);
+    Some(c)
 }

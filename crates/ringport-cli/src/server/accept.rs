@@ -80,7 +80,7 @@ impl Acceptor {
                     b.delay = FIRST_BACKOFF;
                 }
                 self.top_up(s);
-                s.admit(stream);
+                s.deal(stream);
             }
             _ if aborted || s.stopping.load(Ordering::SeqCst) => {}
             _ => {

@@ -3,6 +3,7 @@
 //! accepts after a back-off, close idle connections).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,9 @@ impl Shared {
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        self.acceptor.top_up(self);
+        if let Some(a) = &self.acceptor {
+            a.top_up(self);
+        }
         if let Some(idle) = self.cfg.idle_timeout {
             if self.idle_scan_due(idle) {
                 self.close_idle(idle);
@@ -52,26 +55,29 @@ impl Shared {
             }
         });
     }
+}
 
-    /// The housekeeping thread: every tick, advance the coarse clock and post
-    /// a tick packet; print the counters line when due.
-    pub(super) fn housekeeper(&self, stop: &AtomicBool) {
-        let mut next_stats = self.cfg.stats_interval.map(|d| Instant::now() + d);
-        while !stop.load(Ordering::SeqCst) {
-            thread::sleep(TICK_EVERY);
-            self.clock.advance();
-            if !self.stopping.load(Ordering::SeqCst) {
-                let _ = self.port.post(Packet {
+/// The housekeeping thread: every tick, advance the coarse clock and post a
+/// tick packet to every port; print the counters line when due.
+pub(super) fn run(shards: &[Arc<Shared>], stop: &AtomicBool) {
+    let cfg = &shards[0].cfg;
+    let mut next_stats = cfg.stats_interval.map(|d| Instant::now() + d);
+    while !stop.load(Ordering::SeqCst) {
+        thread::sleep(TICK_EVERY);
+        shards[0].clock.advance();
+        for s in shards {
+            if !s.stopping.load(Ordering::SeqCst) {
+                let _ = s.port.post(Packet {
                     bytes: 0,
                     key: TICK,
                     user: 0,
                 });
             }
-            if let (Some(due), Some(every)) = (next_stats, self.cfg.stats_interval) {
-                if Instant::now() >= due {
-                    println!("{}", self.counters.snapshot().one_line());
-                    next_stats = Some(due + every);
-                }
+        }
+        if let (Some(due), Some(every)) = (next_stats, cfg.stats_interval) {
+            if Instant::now() >= due {
+                println!("{}", shards[0].counters.snapshot().one_line());
+                next_stats = Some(due + every);
             }
         }
     }

@@ -1,4 +1,17 @@
-//! The echo server: the classic IOCP program on one [`CompletionPort`].
+//! The echo server: the classic IOCP program on a [`CompletionPort`].
+//!
+//! With [`Ports::Shared`] every worker dequeues from one port: any worker
+//! takes any connection's completions. With [`Ports::PerThread`] each worker
+//! dequeues from a port of its own: the first port's worker accepts, and
+//! hands the connections to the workers in turn (a posted packet tells a
+//! worker to take the next one from its inbox), so a connection stays on one
+//! worker. On io_uring each such port is a single-thread one whose ring runs
+//! with `SINGLE_ISSUER` + `DEFER_TASKRUN`, like the hand-written ceiling's
+//! ring per thread in the bench crate, where a ring shared by several threads
+//! can only use `COOP_TASKRUN` (BENCHMARKS.md, runs CB to CF: at 10 x 16 KiB
+//! on two threads that costs a quarter of the throughput). [`Ports::Auto`],
+//! the default, takes a port per worker on io_uring and one shared port on
+//! epoll and Windows, whose shared port costs nothing of the kind.
 //!
 //! Every worker loops on "dequeue completions; act on each; start the next
 //! operations". Connections keep one receive in flight and one send in
@@ -21,9 +34,10 @@ mod counters;
 mod housekeeping;
 mod slots;
 
+use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -43,10 +57,48 @@ const LISTENER: u64 = 0;
 const SHUTDOWN: u64 = u64::MAX;
 /// Posted packet: housekeeping (accept back-off, idle scan).
 const TICK: u64 = u64::MAX - 1;
+/// Posted packet: a connection waits in the port's inbox (per-thread ports).
+const ADOPT: u64 = u64::MAX - 2;
 const TICK_EVERY: Duration = Duration::from_millis(50);
 /// Completions a worker takes per dequeue (`GetQueuedCompletionStatusEx`'s
 /// count).
 const BATCH: usize = 256;
+
+/// How workers share ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ports {
+    /// A port per worker on io_uring (unless `shared_ring`), else shared.
+    Auto,
+    /// One port for every worker (the classic IOCP server).
+    Shared,
+    /// A port per worker; one accepts and deals the connections out in turn.
+    PerThread,
+}
+
+impl std::str::FromStr for Ports {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Ports, String> {
+        match s {
+            "auto" => Ok(Ports::Auto),
+            "shared" => Ok(Ports::Shared),
+            "per-thread" => Ok(Ports::PerThread),
+            _ => Err(format!(
+                "unknown port layout {s:?} (expected auto, shared or per-thread)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ports::Auto => "auto",
+            Ports::Shared => "shared",
+            Ports::PerThread => "per-thread",
+        })
+    }
+}
 
 /// How the server runs; `Default` gives the `serve` defaults.
 #[derive(Clone, Debug)]
@@ -55,7 +107,7 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Worker threads dequeuing from the port (0 = one per CPU).
     pub threads: usize,
-    /// The port's concurrency value (0 = one per CPU).
+    /// The port's concurrency value (0 = one per CPU; a port per worker has 1).
     pub concurrency: usize,
     /// Which backend the port runs on.
     pub backend: Backend,
@@ -77,6 +129,8 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Set `SO_REUSEPORT` so several processes can share the address.
     pub reuseport: bool,
+    /// One port for all workers, or one each.
+    pub ports: Ports,
     /// With one worker, keep the port an ordinary one, its ring shared (by
     /// default one worker gets a single-thread port: see
     /// `Builder::single_thread`).
@@ -104,6 +158,7 @@ impl Default for Config {
             max_buffered: 1 << 20,
             stats_interval: None,
             reuseport: false,
+            ports: Ports::Auto,
             shared_ring: false,
             single_shot: false,
             unregistered: false,
@@ -112,15 +167,27 @@ impl Default for Config {
     }
 }
 
-/// What every worker shares.
+/// What the workers of one port share (every worker, unless the ports are
+/// per thread). `cfg.threads` is this port's workers.
 struct Shared {
     cfg: Config,
     port: CompletionPort,
-    counters: Counters,
+    /// The whole server's, shared by every port.
+    counters: Arc<Counters>,
     stopping: AtomicBool,
     conns: Slots<Conn>,
-    acceptor: Acceptor,
-    clock: CoarseClock,
+    /// The listener's accepts: on the first port only.
+    acceptor: Option<Acceptor>,
+    /// Per-thread ports, on the first: every port (itself too), which its
+    /// accepted connections are dealt to in turn.
+    peers: OnceLock<Vec<Weak<Shared>>>,
+    next_peer: AtomicUsize,
+    /// Connections dealt to this port, each announced by an [`ADOPT`] packet.
+    inbox: Mutex<VecDeque<TcpStream>>,
+    /// Connections this port took in (counted before the limit's check).
+    admitted: AtomicU64,
+    /// The whole server's, advanced by its one housekeeper.
+    clock: Arc<CoarseClock>,
     /// The coarse clock at the last idle scan.
     last_idle_scan: AtomicU64,
 }
@@ -128,7 +195,10 @@ struct Shared {
 /// A running echo server.
 #[derive(Debug)]
 pub struct Server {
-    shared: Arc<Shared>,
+    /// One per port: a single one, or one per worker.
+    shards: Vec<Arc<Shared>>,
+    counters: Arc<Counters>,
+    threads: usize,
     addr: SocketAddr,
     workers: Vec<JoinHandle<()>>,
     housekeeper: Option<JoinHandle<()>>,
@@ -143,6 +213,24 @@ impl std::fmt::Debug for Shared {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `cfg` asks for a port per worker: explicitly, or by default on
+/// io_uring (where one worker's port runs its ring for that worker alone)
+/// unless `shared_ring` or a concurrency is set.
+fn per_thread(cfg: &Config) -> bool {
+    match (cfg.ports, cfg.backend) {
+        (Ports::PerThread, _) => true,
+        (Ports::Shared, _) => false,
+        // A ring kept shared, or a concurrency asked for: the shared port.
+        (Ports::Auto, _) if cfg.shared_ring || cfg.concurrency != 0 => false,
+        (Ports::Auto, Backend::IoUring) => true,
+        // Whichever backend `Auto` picks here (a port costs a ring's set-up).
+        (Ports::Auto, Backend::Auto) => CompletionPort::builder()
+            .build()
+            .is_ok_and(|p| p.backend() == Backend::IoUring),
+        (Ports::Auto, _) => false,
+    }
 }
 
 /// Opens the port with the configured backend, saying how to fix a refusal;
@@ -216,7 +304,8 @@ fn bind(cfg: &Config) -> Result<TcpListener> {
 }
 
 impl Server {
-    /// Binds, opens the port, starts the workers and the housekeeper.
+    /// Binds, opens the port (or one per worker), starts the workers and the
+    /// housekeeper.
     ///
     /// # Errors
     ///
@@ -227,57 +316,61 @@ impl Server {
             cfg.threads = cpus;
         }
         cfg.max_buffered = cfg.max_buffered.max(1);
-        // One worker: the port is that thread's alone, and io_uring can run
-        // its ring for it (SINGLE_ISSUER + DEFER_TASKRUN).
-        let single = cfg.threads == 1 && !cfg.shared_ring;
-        let port = open_port_with(
-            cfg.backend,
-            cfg.concurrency,
-            cfg.buf_size,
-            single,
-            !cfg.single_shot,
-            !cfg.unregistered,
-        )?;
-        let listener = bind(&cfg)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("cannot read the bound address", &e))?;
-        let listener = port
-            .associate(listener, LISTENER)
-            .map_err(|e| Error::io("cannot associate the listener", &e))?;
-        let shared = Arc::new(Shared {
-            port,
-            counters: Counters::default(),
-            stopping: AtomicBool::new(false),
-            // Closed connections keep their slot until their last operation
-            // completes: room for twice the limit.
-            conns: Slots::new(cfg.max_connections.saturating_mul(2).max(1024)),
-            acceptor: Acceptor::new(listener),
-            clock: CoarseClock::new(),
-            last_idle_scan: AtomicU64::new(0),
-            cfg,
-        });
-        shared.acceptor.top_up(&shared);
-        shared.counters.flush();
-        let workers = (0..shared.cfg.threads)
-            .map(|i| {
-                let s = shared.clone();
-                thread::Builder::new()
-                    .name(format!("ringport-worker-{i}"))
+        if cfg.ports == Ports::PerThread && cfg.concurrency > 1 {
+            return Err(Error::msg(
+                "--concurrency applies to a shared port (--ports shared); each per-thread port has one worker",
+            ));
+        }
+        let threads = cfg.threads;
+        let counters = Arc::new(Counters::default());
+        let clock = Arc::new(CoarseClock::new());
+        let mut shards = Vec::new();
+        if threads > 1 && per_thread(&cfg) {
+            // A worker each: every port is its worker's alone.
+            cfg.threads = 1;
+            cfg.concurrency = 1;
+            for i in 0..threads {
+                shards.push(Arc::new(Shared::new(
+                    cfg.clone(),
+                    &counters,
+                    &clock,
+                    i == 0,
+                )?));
+            }
+            let peers = shards.iter().map(Arc::downgrade).collect();
+            let _ = shards[0].peers.set(peers);
+        } else {
+            shards.push(Arc::new(Shared::new(cfg, &counters, &clock, true)?));
+        }
+        let addr = shards[0].cfg.addr;
+        let mut workers = Vec::with_capacity(threads);
+        for s in &shards {
+            if let Some(a) = &s.acceptor {
+                a.top_up(s);
+            }
+            s.counters.flush();
+            for _ in 0..s.cfg.threads {
+                let s = s.clone();
+                let name = format!("ringport-worker-{}", workers.len());
+                let w = thread::Builder::new()
+                    .name(name)
                     .spawn(move || s.worker())
-                    .map_err(|e| Error::io("cannot start a worker thread", &e))
-            })
-            .collect::<Result<Vec<_>>>()?;
+                    .map_err(|e| Error::io("cannot start a worker thread", &e))?;
+                workers.push(w);
+            }
+        }
         let housekeeper_stop = Arc::new(AtomicBool::new(false));
         let housekeeper = {
-            let (s, stop) = (shared.clone(), housekeeper_stop.clone());
+            let (s, stop) = (shards.clone(), housekeeper_stop.clone());
             thread::Builder::new()
                 .name("ringport-housekeeper".into())
-                .spawn(move || s.housekeeper(&stop))
+                .spawn(move || housekeeping::run(&s, &stop))
                 .map_err(|e| Error::io("cannot start the housekeeping thread", &e))?
         };
         Ok(Server {
-            shared,
+            shards,
+            counters,
+            threads,
             addr,
             workers,
             housekeeper: Some(housekeeper),
@@ -292,65 +385,148 @@ impl Server {
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        self.shared.port.backend()
+        self.shards[0].port.backend()
     }
 
     /// Why that backend was chosen.
     pub fn backend_reason(&self) -> String {
-        self.shared.port.backend_reason().to_string()
+        self.shards[0].port.backend_reason().to_string()
     }
 
     /// Worker threads.
     pub fn threads(&self) -> usize {
-        self.shared.cfg.threads
+        self.threads
+    }
+
+    /// Completion ports: one, or one per worker.
+    pub fn ports(&self) -> usize {
+        self.shards.len()
     }
 
     /// The counters now.
     pub fn counters(&self) -> Snapshot {
-        self.shared.counters.snapshot()
+        self.counters.snapshot()
     }
 
     /// Graceful shutdown: stop accepting, close every connection, wait for
     /// every operation to complete, post one shutdown packet per worker, join
     /// them, and return the final counters.
-    pub fn shutdown(mut self) -> Snapshot {
-        let s = &self.shared;
-        s.stopping.store(true, Ordering::SeqCst);
-        s.acceptor.close();
-        s.conns.each(|slot| s.close(slot, Why::Shutdown));
+    pub fn shutdown(self) -> Snapshot {
+        self.shutdown_by_port().0
+    }
+
+    /// [`shutdown`](Self::shutdown), also returning how many connections
+    /// each port admitted, in port order.
+    pub fn shutdown_by_port(mut self) -> (Snapshot, Vec<u64>) {
+        for s in &self.shards {
+            s.stopping.store(true, Ordering::SeqCst);
+            if let Some(a) = &s.acceptor {
+                a.close();
+            }
+        }
+        for s in &self.shards {
+            s.conns.each(|slot| s.close(slot, Why::Shutdown));
+        }
         // Every accepted operation completes exactly once: wait for them all,
         // so no packet is still coming when the workers leave.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while s.in_flight() > 0 && Instant::now() < deadline {
+        while self.shards.iter().any(|s| s.in_flight() > 0) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
-        for _ in &self.workers {
-            let _ = s.port.post(Packet {
-                bytes: 0,
-                key: SHUTDOWN,
-                user: 0,
-            });
+        for s in &self.shards {
+            for _ in 0..s.cfg.threads {
+                let _ = s.port.post(Packet {
+                    bytes: 0,
+                    key: SHUTDOWN,
+                    user: 0,
+                });
+            }
         }
         // A worker the port never hands its packet to (a lost wake-up in the
         // port) must not hang the process: close the port, which wakes every
         // waiter with `Closed`, and say so in the counters.
+        let c = &self.counters;
         let deadline = Instant::now() + Duration::from_secs(5);
         let threads = self.workers.len() as u64;
-        while s.counters.snapshot().workers_exited < threads && Instant::now() < deadline {
+        while c.snapshot().workers_exited < threads && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
-        if s.counters.snapshot().workers_exited < threads {
-            Counters::inc(&s.counters.shutdown_forced);
-            s.port.close();
+        if c.snapshot().workers_exited < threads {
+            Counters::inc(&c.shutdown_forced);
+            for s in &self.shards {
+                s.port.close();
+            }
         }
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+        // Connections dealt to a port whose worker left first (its port
+        // closed under it): closed here, unopened.
+        for s in &self.shards {
+            for _ in lock(&s.inbox).drain(..) {
+                Counters::inc(&c.closed_at_shutdown);
+                Counters::inc(&c.closed);
+            }
         }
         self.housekeeper_stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.housekeeper.take() {
             let _ = h.join();
         }
-        s.counters.snapshot()
+        let admitted = self.shards.iter();
+        let admitted = admitted.map(|s| s.admitted.load(Ordering::Relaxed));
+        (c.snapshot(), admitted.collect())
+    }
+}
+
+impl Shared {
+    /// Opens a port for `cfg.threads` workers; if `listen`, binds a listener
+    /// to `cfg.addr` and associates it (`cfg.addr` comes back with the real
+    /// port).
+    fn new(
+        mut cfg: Config,
+        counters: &Arc<Counters>,
+        clock: &Arc<CoarseClock>,
+        listen: bool,
+    ) -> Result<Shared> {
+        // One worker: the port is that thread's alone, and io_uring can run
+        // its ring for it (SINGLE_ISSUER + DEFER_TASKRUN).
+        let single = cfg.threads == 1 && !cfg.shared_ring;
+        let port = open_port_with(
+            cfg.backend,
+            cfg.concurrency,
+            cfg.buf_size,
+            single,
+            !cfg.single_shot,
+            !cfg.unregistered,
+        )?;
+        let acceptor = if listen {
+            let listener = bind(&cfg)?;
+            cfg.addr = listener
+                .local_addr()
+                .map_err(|e| Error::io("cannot read the bound address", &e))?;
+            let listener = port
+                .associate(listener, LISTENER)
+                .map_err(|e| Error::io("cannot associate the listener", &e))?;
+            Some(Acceptor::new(listener))
+        } else {
+            None
+        };
+        Ok(Shared {
+            port,
+            counters: counters.clone(),
+            stopping: AtomicBool::new(false),
+            // Closed connections keep their slot until their last operation
+            // completes: room for twice the limit.
+            conns: Slots::new(cfg.max_connections.saturating_mul(2).max(1024)),
+            acceptor,
+            peers: OnceLock::new(),
+            next_peer: AtomicUsize::new(0),
+            inbox: Mutex::new(VecDeque::new()),
+            admitted: AtomicU64::new(0),
+            clock: clock.clone(),
+            last_idle_scan: AtomicU64::new(0),
+            cfg,
+        })
     }
 }
 
@@ -416,6 +592,11 @@ impl Shared {
         if c.kind() == OpKind::Post {
             if c.key() == TICK {
                 self.tick();
+            } else if c.key() == ADOPT {
+                let stream = lock(&self.inbox).pop_front();
+                if let Some(stream) = stream {
+                    self.admit(stream);
+                }
             }
             return;
         }
@@ -424,7 +605,11 @@ impl Shared {
             Counters::inc(&self.counters.ops_cancelled);
         }
         match c.kind() {
-            OpKind::Accept => self.acceptor.completed(self, c),
+            OpKind::Accept => {
+                if let Some(a) = &self.acceptor {
+                    a.completed(self, c);
+                }
+            }
             // A stale token (impossible while slots are freed only once
             // nothing is in flight) finds nothing, and the packet is dropped.
             OpKind::Recv | OpKind::Send => {
@@ -439,10 +624,41 @@ impl Shared {
         }
     }
 
-    /// A new connection from an accept: give it a slot, associate it and
-    /// start reading.
-    fn admit(&self, stream: TcpStream) {
+    /// A new connection from an accept: admitted here, or (per-thread
+    /// ports) dealt to the next port in turn.
+    fn deal(&self, stream: TcpStream) {
         Counters::inc(&self.counters.accepted);
+        let peer = self.peers.get().and_then(|p| {
+            let i = self.next_peer.fetch_add(1, Ordering::Relaxed) % p.len();
+            p[i].upgrade()
+        });
+        match peer {
+            Some(p) if !std::ptr::eq(Arc::as_ptr(&p), self) => p.adopt(stream),
+            _ => self.admit(stream),
+        }
+    }
+
+    /// Queues `stream` for this port's worker and tells it with a packet;
+    /// closes it if the port is closed.
+    fn adopt(&self, stream: TcpStream) {
+        lock(&self.inbox).push_back(stream);
+        let wake = Packet {
+            bytes: 0,
+            key: ADOPT,
+            user: 0,
+        };
+        if self.port.post(wake).is_err() {
+            // Closed: the worker is leaving and takes no more; dropping a
+            // stream closes it (one, for the packet not posted).
+            drop(lock(&self.inbox).pop_back());
+            self.reject();
+        }
+    }
+
+    /// An accepted connection for this port: give it a slot, associate it
+    /// and start reading.
+    fn admit(&self, stream: TcpStream) {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
         let snap = self.counters.snapshot();
         if snap.active > self.cfg.max_connections as u64 {
             return self.reject(); // dropping the stream closes it

@@ -33,6 +33,8 @@ usage: compare [--runs 3] [--duration 5] [--warmup 1] [--threads 1,2]
                [--servers ringport-io_uring,ringport-epoll,tokio,mio,ceiling]
                (also ringport-single: ringport with a receive per message, no multishot;
                 ringport-unregistered: ringport naming sockets by number, not through its ring's file table;
+                ringport-perthread: ringport with a port per worker, as io_uring has by default;
+                ringport-oneport: ringport with one port for every worker (--ports shared);
                 ringport-shared: one worker on ringport's shared ring, not a
                 single-thread port's; ceiling-coop: the ceiling with ringport's COOP_TASKRUN ring setup;
                 ceiling-single: the ceiling with a single-shot receive per message)
