@@ -81,12 +81,18 @@ pub fn run(cfg: &Config) -> Result<bool> {
     let report = bench::run(&bcfg, |p| ui::show(&pb, p, cfg.warmup));
     pb.finish_and_clear();
     let threads = server.threads();
+    let ports = match (server.ports(), threads) {
+        (1, 1) => "1".to_string(),
+        (1, _) => "1, shared by the workers".to_string(),
+        (n, _) => format!("{n}, one per worker"),
+    };
     let backend = format!("{} — {}", server.backend(), server.backend_reason());
     let counters = server.shutdown();
     let report = report?;
     let mut rows = vec![
         ("backend".to_string(), backend),
         ("server threads".to_string(), threads.to_string()),
+        ("server ports".to_string(), ports),
         ("client threads".to_string(), cfg.client_threads.to_string()),
     ];
     rows.extend(ui::report_rows(&report));
