@@ -15,9 +15,10 @@ const THREADS: usize = 8;
 const ROUNDS: usize = 3;
 const MAX_SIZE: usize = 32 * 1024;
 
+/// Two workers on one port.
 #[test]
 fn thousand_clients_random_sizes_byte_verified() {
-    let Some(c) = thousand_clients(&["--threads", "2"]) else {
+    let Some(c) = thousand_clients(&["--threads", "2", "--ports", "shared"]) else {
         return;
     };
     c.assert_clean(2);

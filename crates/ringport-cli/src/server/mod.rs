@@ -5,13 +5,16 @@
 //! dequeues from a port of its own: the first port's worker accepts, and
 //! hands the connections to the workers in turn (a posted packet tells a
 //! worker to take the next one from its inbox), so a connection stays on one
-//! worker. On io_uring each such port is a single-thread one whose ring runs
-//! with `SINGLE_ISSUER` + `DEFER_TASKRUN`, like the hand-written ceiling's
-//! ring per thread in the bench crate, where a ring shared by several threads
-//! can only use `COOP_TASKRUN` (BENCHMARKS.md, runs CB to CF: at 10 x 16 KiB
-//! on two threads that costs a quarter of the throughput). [`Ports::Auto`],
-//! the default, takes a port per worker on io_uring and one shared port on
-//! epoll and Windows, whose shared port costs nothing of the kind.
+//! worker. Each such port is a single-thread one (unless `shared_ring`), and
+//! on io_uring (Linux 6.1 and later) its ring runs with `SINGLE_ISSUER` +
+//! `DEFER_TASKRUN`, like the hand-written ceiling's ring per thread in the
+//! bench crate, where a ring shared by several threads can only use
+//! `COOP_TASKRUN` (BENCHMARKS.md, runs CB and CE: at 10 x 16 KiB on two
+//! threads that costs a quarter of the throughput). [`Ports::Auto`], the
+//! default, takes a port per worker on io_uring (unless `shared_ring` or a
+//! concurrency is set) and one shared port on epoll and Windows, whose shared
+//! port costs nothing of the kind. The price of a port per worker is the
+//! shared port's balance: a connection waits for its own worker.
 //!
 //! Every worker loops on "dequeue completions; act on each; start the next
 //! operations". Connections keep one receive in flight and one send in
@@ -67,11 +70,13 @@ const BATCH: usize = 256;
 /// How workers share ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ports {
-    /// A port per worker on io_uring (unless `shared_ring`), else shared.
+    /// A port per worker on io_uring unless `shared_ring` or a concurrency
+    /// is set, else shared.
     Auto,
     /// One port for every worker (the classic IOCP server).
     Shared,
-    /// A port per worker; one accepts and deals the connections out in turn.
+    /// A port per worker, each a single-thread one unless `shared_ring`;
+    /// one accepts and deals the connections out in turn.
     PerThread,
 }
 
@@ -184,7 +189,8 @@ struct Shared {
     next_peer: AtomicUsize,
     /// Connections dealt to this port, each announced by an [`ADOPT`] packet.
     inbox: Mutex<VecDeque<TcpStream>>,
-    /// Connections this port took in (counted before the limit's check).
+    /// Connections dealt to this port that its worker took in, those it then
+    /// refused for the connection limit included.
     admitted: AtomicU64,
     /// The whole server's, advanced by its one housekeeper.
     clock: Arc<CoarseClock>,
@@ -648,10 +654,12 @@ impl Shared {
             user: 0,
         };
         if self.port.post(wake).is_err() {
-            // Closed: the worker is leaving and takes no more; dropping a
-            // stream closes it (one, for the packet not posted).
+            // Closed: the worker left at shutdown and takes no more. Only the
+            // first port deals, so the last stream queued is this one;
+            // dropping it closes it.
             drop(lock(&self.inbox).pop_back());
-            self.reject();
+            Counters::inc(&self.counters.closed_at_shutdown);
+            Counters::inc(&self.counters.closed);
         }
     }
 
