@@ -120,7 +120,8 @@ struct ServeArgs {
     reuseport: bool,
     /// shared: every worker dequeues from one port; per-thread: a port per
     /// worker, connections dealt out in turn (each stays on one worker);
-    /// auto: per-thread on io_uring, else shared.
+    /// auto: per-thread where io_uring gives each a ring of its own, else
+    /// shared.
     #[arg(long, default_value = "auto", value_parser = ports)]
     ports: server::Ports,
     /// With one worker, keep the port's ring shared as with several (one

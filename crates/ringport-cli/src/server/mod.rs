@@ -222,7 +222,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Whether `cfg` asks for a port per worker: explicitly, or by default on
-/// io_uring (where one worker's port runs its ring for that worker alone)
+/// io_uring where a single-thread port runs its ring for its thread alone,
 /// unless `shared_ring` or a concurrency is set.
 fn per_thread(cfg: &Config) -> bool {
     match (cfg.ports, cfg.backend) {
@@ -230,11 +230,18 @@ fn per_thread(cfg: &Config) -> bool {
         (Ports::Shared, _) => false,
         // A ring kept shared, or a concurrency asked for: the shared port.
         (Ports::Auto, _) if cfg.shared_ring || cfg.concurrency != 0 => false,
-        (Ports::Auto, Backend::IoUring) => true,
-        // Whichever backend `Auto` picks here (a port costs a ring's set-up).
-        (Ports::Auto, Backend::Auto) => CompletionPort::builder()
+        // Whether a single-thread port gets a ring of its own here: io_uring
+        // (whichever backend `Auto` picks) on Linux 6.1 or later, as its
+        // banner says. Elsewhere it would be an ordinary port, and a port per
+        // worker would give up the shared port's balance for nothing. The
+        // probe costs a ring's set-up.
+        (Ports::Auto, Backend::IoUring | Backend::Auto) => CompletionPort::builder()
+            .backend(cfg.backend)
+            .single_thread(true)
             .build()
-            .is_ok_and(|p| p.backend() == Backend::IoUring),
+            .is_ok_and(|p| {
+                p.backend() == Backend::IoUring && p.backend_reason().contains("(single thread)")
+            }),
         (Ports::Auto, _) => false,
     }
 }
