@@ -72,6 +72,13 @@ impl Counters {
         }
     }
 
+    /// An accepted connection closed at shutdown before any port opened it
+    /// (dealt to a port whose worker had left).
+    pub(crate) fn closed_unopened(&self) {
+        Self::inc(&self.closed_at_shutdown);
+        Self::inc(&self.closed);
+    }
+
     /// An operation the port accepted (`ops_submitted`), tallied.
     pub(crate) fn submitted(&self) {
         Self::tally(&self.ops_submitted, 1, |t| t.submitted += 1);

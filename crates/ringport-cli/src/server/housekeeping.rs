@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ringport::Packet;
-
 use super::conn::Why;
-use super::{millis, Shared, TICK, TICK_EVERY};
+use super::{millis, signal, Shared, TICK, TICK_EVERY};
 
 impl Shared {
     /// A worker dequeued a tick: re-arm accepts (unless backing off) and, when
@@ -67,11 +65,7 @@ pub(super) fn run(shards: &[Arc<Shared>], stop: &AtomicBool) {
         shards[0].clock.advance();
         for s in shards {
             if !s.stopping.load(Ordering::SeqCst) {
-                let _ = s.port.post(Packet {
-                    bytes: 0,
-                    key: TICK,
-                    user: 0,
-                });
+                let _ = signal(&s.port, TICK);
             }
         }
         if let (Some(due), Some(every)) = (next_stats, cfg.stats_interval) {

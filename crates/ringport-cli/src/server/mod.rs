@@ -203,8 +203,6 @@ struct Shared {
 pub struct Server {
     /// One per port: a single one, or one per worker.
     shards: Vec<Arc<Shared>>,
-    counters: Arc<Counters>,
-    threads: usize,
     addr: SocketAddr,
     workers: Vec<JoinHandle<()>>,
     housekeeper: Option<JoinHandle<()>>,
@@ -219,6 +217,15 @@ impl std::fmt::Debug for Shared {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Posts the server's own packet `key` (no bytes, no user value).
+fn signal(port: &CompletionPort, key: u64) -> std::io::Result<()> {
+    port.post(Packet {
+        bytes: 0,
+        key,
+        user: 0,
+    })
 }
 
 /// Whether `cfg` asks for a port per worker: explicitly, or by default on
@@ -382,8 +389,6 @@ impl Server {
         };
         Ok(Server {
             shards,
-            counters,
-            threads,
             addr,
             workers,
             housekeeper: Some(housekeeper),
@@ -408,7 +413,7 @@ impl Server {
 
     /// Worker threads.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.workers.len()
     }
 
     /// Completion ports: one, or one per worker.
@@ -418,7 +423,7 @@ impl Server {
 
     /// The counters now.
     pub fn counters(&self) -> Snapshot {
-        self.counters.snapshot()
+        self.shards[0].counters.snapshot()
     }
 
     /// Graceful shutdown: stop accepting, close every connection, wait for
@@ -448,17 +453,13 @@ impl Server {
         }
         for s in &self.shards {
             for _ in 0..s.cfg.threads {
-                let _ = s.port.post(Packet {
-                    bytes: 0,
-                    key: SHUTDOWN,
-                    user: 0,
-                });
+                let _ = signal(&s.port, SHUTDOWN);
             }
         }
         // A worker the port never hands its packet to (a lost wake-up in the
         // port) must not hang the process: close the port, which wakes every
         // waiter with `Closed`, and say so in the counters.
-        let c = &self.counters;
+        let c = &self.shards[0].counters;
         let deadline = Instant::now() + Duration::from_secs(5);
         let threads = self.workers.len() as u64;
         while c.snapshot().workers_exited < threads && Instant::now() < deadline {
@@ -477,8 +478,7 @@ impl Server {
         // closed under it): closed here, unopened.
         for s in &self.shards {
             for _ in lock(&s.inbox).drain(..) {
-                Counters::inc(&c.closed_at_shutdown);
-                Counters::inc(&c.closed);
+                c.closed_unopened();
             }
         }
         self.housekeeper_stop.store(true, Ordering::SeqCst);
@@ -582,11 +582,7 @@ impl Shared {
                 if c.kind() == OpKind::Post && c.key() == SHUTDOWN {
                     if exit {
                         // One shutdown packet per worker: hand the extra on.
-                        let _ = self.port.post(Packet {
-                            bytes: 0,
-                            key: SHUTDOWN,
-                            user: 0,
-                        });
+                        let _ = signal(&self.port, SHUTDOWN);
                     }
                     exit = true;
                 } else {
@@ -655,18 +651,12 @@ impl Shared {
     /// closes it if the port is closed.
     fn adopt(&self, stream: TcpStream) {
         lock(&self.inbox).push_back(stream);
-        let wake = Packet {
-            bytes: 0,
-            key: ADOPT,
-            user: 0,
-        };
-        if self.port.post(wake).is_err() {
+        if signal(&self.port, ADOPT).is_err() {
             // Closed: the worker left at shutdown and takes no more. Only the
             // first port deals, so the last stream queued is this one;
             // dropping it closes it.
             drop(lock(&self.inbox).pop_back());
-            Counters::inc(&self.counters.closed_at_shutdown);
-            Counters::inc(&self.counters.closed);
+            self.counters.closed_unopened();
         }
     }
 
