@@ -39,45 +39,40 @@ impl ServerKind {
     /// ring instead of a single-thread port's), `ringport-perthread` (io_uring
     /// with `--ports per-thread`: a port per worker, what io_uring gets by
     /// default), `ringport-oneport` (io_uring with `--ports shared`: one port
-    /// for every worker),
-    /// `ringport-single` (io_uring
-    /// with `--single-shot`: a receive per message, no multishot),
+    /// for every worker), `ringport-single` (io_uring with `--single-shot`: a
+    /// receive per message, no multishot),
     /// `ringport-unregistered` (io_uring with `--no-registered-files`: sockets
     /// named by number, not through the ring's file table), `tokio`, `mio`, `ceiling`,
     /// `ceiling-coop` (the ceiling with ringport's ring setup flags) and
     /// `ceiling-single` (the ceiling with a single-shot receive per message).
     pub fn by_name(name: &str, dir: &Path) -> Option<ServerKind> {
         let serve = |backend: &str| vec!["serve".to_string(), "--backend".into(), backend.into()];
+        // `ringport serve` on io_uring with `more` flags.
+        let uring = |more: &[&str]| {
+            let mut args = serve("io_uring");
+            args.extend(more.iter().map(|a| a.to_string()));
+            args
+        };
         let (name, program, args): (&'static str, &str, Vec<String>) = match name {
-            "ringport-io_uring" | "ringport" => {
-                ("ringport-io_uring", "ringport", serve("io_uring"))
-            }
+            "ringport-io_uring" | "ringport" => ("ringport-io_uring", "ringport", uring(&[])),
             "ringport-epoll" => ("ringport-epoll", "ringport", serve("epoll")),
-            "ringport-shared" => {
-                let mut args = serve("io_uring");
-                args.push("--shared-ring".into());
-                ("ringport-shared", "ringport", args)
-            }
-            "ringport-oneport" => {
-                let mut args = serve("io_uring");
-                args.extend(["--ports".into(), "shared".into()]);
-                ("ringport-oneport", "ringport", args)
-            }
-            "ringport-perthread" => {
-                let mut args = serve("io_uring");
-                args.extend(["--ports".into(), "per-thread".into()]);
-                ("ringport-perthread", "ringport", args)
-            }
-            "ringport-single" => {
-                let mut args = serve("io_uring");
-                args.push("--single-shot".into());
-                ("ringport-single", "ringport", args)
-            }
-            "ringport-unregistered" => {
-                let mut args = serve("io_uring");
-                args.push("--no-registered-files".into());
-                ("ringport-unregistered", "ringport", args)
-            }
+            "ringport-shared" => ("ringport-shared", "ringport", uring(&["--shared-ring"])),
+            "ringport-oneport" => (
+                "ringport-oneport",
+                "ringport",
+                uring(&["--ports", "shared"]),
+            ),
+            "ringport-perthread" => (
+                "ringport-perthread",
+                "ringport",
+                uring(&["--ports", "per-thread"]),
+            ),
+            "ringport-single" => ("ringport-single", "ringport", uring(&["--single-shot"])),
+            "ringport-unregistered" => (
+                "ringport-unregistered",
+                "ringport",
+                uring(&["--no-registered-files"]),
+            ),
             "tokio" => ("tokio", "tokio_echo", Vec::new()),
             "mio" => ("mio", "mio_echo", Vec::new()),
             "ceiling" => ("ceiling", "uring_echo", Vec::new()),

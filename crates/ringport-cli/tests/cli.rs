@@ -138,9 +138,10 @@ fn bench(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
 }
 
 /// One worker gets a single-thread port (on io_uring, a ring of its own), and
-/// so does every worker with `--ports per-thread`; `--shared-ring` and
-/// `--ports shared` keep the ordinary one. On io_uring sockets go in the ring's registered file table
-/// unless `--no-registered-files`. All echo every byte.
+/// so does every worker with `--ports per-thread` (the default for two on
+/// io_uring); `--shared-ring` and `--ports shared` keep the ordinary one. On
+/// io_uring sockets go in the ring's registered file table unless
+/// `--no-registered-files`. All echo every byte.
 #[test]
 fn one_worker_gets_a_single_thread_port() {
     let Some(b) = util::backend() else { return };

@@ -32,9 +32,7 @@ fn thousand_clients_on_a_port_per_worker() {
         return;
     };
     c.assert_clean(3);
-    let by_port: Vec<u64> = (0..3)
-        .map(|i| c.get(&format!("port{i}_admitted")))
-        .collect();
+    let by_port = c.admitted_by_port(3);
     assert_eq!(by_port.iter().sum::<u64>(), CLIENTS as u64, "{c:?}");
     for n in &by_port {
         assert!(

@@ -203,6 +203,13 @@ impl Counters {
         *self.0.get(k).unwrap_or_else(|| panic!("no counter {k}"))
     }
 
+    /// `port<i>_admitted` for each of `ports` ports (a port per worker).
+    pub fn admitted_by_port(&self, ports: usize) -> Vec<u64> {
+        (0..ports)
+            .map(|i| self.get(&format!("port{i}_admitted")))
+            .collect()
+    }
+
     /// What every clean shutdown must show.
     pub fn assert_clean(&self, threads: u64) {
         assert_eq!(self.get("accepted"), self.get("closed"), "{self:?}");
